@@ -1,0 +1,37 @@
+# The two newcomer commands: `make demo` and `make test`. Both build the virtual environment
+# from scratch when it is missing or older than pyproject.toml.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format bench test-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,demo]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stream-projector demo
+
+test-deps:
+	scripts/install-test-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) test-deps lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache

@@ -1,0 +1,5 @@
+"""Allows `python -m consumer`."""
+
+from consumer.cli import main
+
+main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the real servers the tests start: PostgreSQL and Prometheus (Debian packages) and
+# kinesis-local (npm). Each step is skipped when its binary is already there, so a warm
+# machine pays nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+[ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_apt[*]}"
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_ apt-get update -qq
+  # --no-install-recommends keeps prometheus from pulling its exporters and web assets.
+  $sudo_ apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The Debian packages start system services; the tests start their own servers.
+  $sudo_ service postgresql stop >/dev/null 2>&1 || true
+  $sudo_ service prometheus stop >/dev/null 2>&1 || true
+fi
+
+if [ ! -f .tools/node_modules/kinesis-local/main.js ]; then
+  echo "installing kinesis-local (npm)"
+  mkdir -p .tools
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error kinesis-local@0.6.2 >/dev/null
+fi
