@@ -17,9 +17,11 @@ SUB_SEQUENCE_WIDTH = 10
 
 
 def position_of(sequence_number: str, sub_sequence_number: int = 0) -> str:
-    """A sortable string for (sequence, sub-sequence): zero-padded so string order is numeric order."""
-    return sequence_number.zfill(POSITION_WIDTH) + "." + str(sub_sequence_number).zfill(
-        SUB_SEQUENCE_WIDTH
+    """A sortable string for (sequence, sub-sequence): zero-padded, so string order is numeric."""
+    return (
+        sequence_number.zfill(POSITION_WIDTH)
+        + "."
+        + str(sub_sequence_number).zfill(SUB_SEQUENCE_WIDTH)
     )
 
 

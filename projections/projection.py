@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from consumer.record import ChangeRecord
 
@@ -40,4 +40,35 @@ class Projection(Protocol):
 
     def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
         """Apply `records` (in shard order); return the outcome counts."""
+        ...
+
+
+class Resources(Protocol):
+    """What the daemon lends projections: clients and pools, created once and shared."""
+
+    def aws_client(self, service: str) -> Any:
+        """A boto3 client for `service` (honours AWS_ENDPOINT_URL and the configured region)."""
+        ...
+
+    def postgres_pool(self) -> Any:
+        """The shared psycopg_pool.ConnectionPool (raises ConfigError when no DSN is set)."""
+        ...
+
+
+class ProjectionFactory(Protocol):
+    """A projection class as named in the TOML file (`class = "module:Class"`)."""
+
+    @classmethod
+    def from_config(
+        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    ) -> Projection:
+        """Build from the `[projections.settings]` table; raise ConfigError naming a bad key."""
+        ...
+
+
+class Migratable(Protocol):
+    """A projection that owns tables: `stream-projector migrate` calls this; it is idempotent."""
+
+    def migrate(self) -> None:
+        """Create what the projection writes to, if absent; change nothing otherwise."""
         ...
