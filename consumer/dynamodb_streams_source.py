@@ -1,0 +1,211 @@
+"""DynamoDB Streams as a StreamSource: shards from DescribeStream, pages from GetRecords."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumer import fast_get_records
+from consumer.aws import Pacer, error_code, raise_translated
+from consumer.errors import ConfigError, ExpiredIteratorError, TrimmedDataError
+from consumer.position import StartPosition
+from consumer.record import RawRecord
+from consumer.shard import ShardInfo
+from consumer.shard_reader import Batch
+
+# DescribeStream allows 10 calls/s per stream; 4/s leaves room for other replicas.
+DESCRIBE_STREAM_INTERVAL_SECONDS = 0.25
+RESOURCE_NOT_FOUND_CODE = "ResourceNotFoundException"
+
+
+def stream_arn_of_table(dynamodb_client: Any, table_name: str) -> str:
+    """The table's LatestStreamArn; ConfigError naming `source.table` if there is none."""
+    try:
+        table = dynamodb_client.describe_table(TableName=table_name)["Table"]
+    except ClientError as exc:
+        if error_code(exc) == RESOURCE_NOT_FOUND_CODE:
+            raise ConfigError(f"source.table: table {table_name!r} does not exist") from exc
+        raise_translated(exc, f"DescribeTable {table_name}")
+    stream_arn = table.get("LatestStreamArn")
+    stream_enabled = table.get("StreamSpecification", {}).get("StreamEnabled", False)
+    if not stream_arn or not stream_enabled:
+        raise ConfigError(f"source.table: table {table_name!r} has no stream enabled")
+    return str(stream_arn)
+
+
+class DynamoDBStreamsSource:
+    """A DynamoDB table's stream, named by its ARN or found from the table name."""
+
+    def __init__(
+        self,
+        streams_client: Any,
+        dynamodb_client: Any = None,
+        *,
+        stream_arn: str | None = None,
+        table_name: str | None = None,
+        max_records: int = 1000,
+        min_interval_seconds: float = 0.2,
+        describe_page_size: int | None = None,
+        describe_interval_seconds: float = DESCRIBE_STREAM_INTERVAL_SECONDS,
+    ) -> None:
+        if stream_arn is None:
+            if table_name is None:
+                raise ConfigError("source.table: set a table name or a stream ARN")
+            if dynamodb_client is None:
+                raise ConfigError(f"source.table: {table_name!r} needs a DynamoDB client")
+            stream_arn = stream_arn_of_table(dynamodb_client, table_name)
+        fast_get_records.install(streams_client)
+        self._client = streams_client
+        self._stream_arn = stream_arn
+        self._max_records = max_records
+        self._min_interval = min_interval_seconds
+        self._describe_page_size = describe_page_size
+        self._describe_pacer = Pacer(describe_interval_seconds)
+
+    @property
+    def stream_id(self) -> str:
+        """The stream ARN."""
+        return self._stream_arn
+
+    def list_shards(self) -> list[ShardInfo]:
+        """Every shard DescribeStream reports, following LastEvaluatedShardId page by page."""
+        shards: list[ShardInfo] = []
+        request: dict[str, Any] = {"StreamArn": self._stream_arn}
+        if self._describe_page_size is not None:
+            request["Limit"] = self._describe_page_size
+        while True:
+            self._describe_pacer.wait()
+            try:
+                description = self._client.describe_stream(**request)["StreamDescription"]
+            except (BotoCoreError, ClientError) as exc:
+                raise_translated(exc, f"DescribeStream {self._stream_arn}")
+            shards.extend(_shard_info(shard) for shard in description.get("Shards", ()))
+            last = description.get("LastEvaluatedShardId")
+            if not last:
+                return shards
+            request["ExclusiveStartShardId"] = last
+
+    def open_reader(self, shard_id: str, start: StartPosition) -> DynamoDBStreamsShardReader:
+        """A reader of one shard, with an iterator already obtained at `start`."""
+        return DynamoDBStreamsShardReader(
+            self._client,
+            self._stream_arn,
+            shard_id,
+            start,
+            max_records=self._max_records,
+            pacer=Pacer(self._min_interval),
+        )
+
+
+def _shard_info(shard: dict[str, Any]) -> ShardInfo:
+    numbers = shard.get("SequenceNumberRange", {})
+    parent = shard.get("ParentShardId")
+    return ShardInfo(
+        shard_id=shard["ShardId"],
+        parent_shard_ids=(parent,) if parent else (),
+        starting_sequence_number=numbers.get("StartingSequenceNumber"),
+        ending_sequence_number=numbers.get("EndingSequenceNumber"),
+    )
+
+
+class DynamoDBStreamsShardReader:
+    """Reads one DynamoDB Streams shard; renews its iterator when it expires (after 15 min)."""
+
+    def __init__(
+        self,
+        client: Any,
+        stream_arn: str,
+        shard_id: str,
+        start: StartPosition,
+        *,
+        max_records: int,
+        pacer: Pacer,
+    ) -> None:
+        self._client = client
+        self._stream_arn = stream_arn
+        self._shard_id = shard_id
+        self._start = start
+        self._max_records = max_records
+        self._pacer = pacer
+        self._last_sequence_number: str | None = None
+        self._iterator: str | None = self._get_iterator(start)
+
+    @property
+    def last_sequence_number(self) -> str | None:
+        """The sequence number of the last record returned, if any."""
+        return self._last_sequence_number
+
+    def next_batch(self) -> Batch:
+        """The next page; shard_end once GetRecords returns no NextShardIterator."""
+        if self._iterator is None:
+            return Batch(records=(), shard_end=True)
+        response = self._get_records_renewing()
+        records = [_raw_record(item) for item in response.get("Records", ())]
+        if records:
+            self._last_sequence_number = records[-1].sequence_number
+        self._iterator = response.get("NextShardIterator")
+        return Batch(records=records, shard_end=self._iterator is None)
+
+    def close(self) -> None:
+        """Nothing to release: an iterator simply expires."""
+        self._iterator = None
+
+    def _get_records_renewing(self) -> dict[str, Any]:
+        # One renewal per call: an iterator that expires again at once is not a stale iterator.
+        try:
+            return self._get_records()
+        except ExpiredIteratorError:
+            self._iterator = self._get_iterator(self._resume_position())
+            return self._get_records()
+
+    def _get_records(self) -> dict[str, Any]:
+        self._pacer.wait()
+        try:
+            response: dict[str, Any] = self._client.get_records(
+                ShardIterator=self._iterator, Limit=self._max_records
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise_translated(exc, f"GetRecords {self._shard_id}")
+        return response
+
+    def _resume_position(self) -> StartPosition:
+        if self._last_sequence_number is None:
+            return self._start
+        return StartPosition.after(self._last_sequence_number)
+
+    def _get_iterator(self, start: StartPosition) -> str | None:
+        """An iterator at `start`; None when the whole shard is past retention (nothing left)."""
+        request: dict[str, Any] = {
+            "StreamArn": self._stream_arn,
+            "ShardId": self._shard_id,
+            "ShardIteratorType": start.iterator_type,
+        }
+        if start.sequence_number is not None:
+            request["SequenceNumber"] = start.sequence_number
+        what = f"GetShardIterator {self._shard_id} {start.iterator_type}"
+        try:
+            return str(self._client.get_shard_iterator(**request)["ShardIterator"])
+        except ClientError as exc:
+            # A shard older than the 24 h retention is deleted with its records: from a
+            # sequence number that is data lost upstream; from TRIM_HORIZON, an ended shard.
+            if error_code(exc) == RESOURCE_NOT_FOUND_CODE:
+                if start.sequence_number is not None:
+                    raise TrimmedDataError(f"{what}: the shard no longer exists") from exc
+                # A missing stream is a configuration error, not an ended shard: this raises.
+                self._client.describe_stream(StreamArn=self._stream_arn, Limit=1)
+                return None
+            raise_translated(exc, what)
+        except BotoCoreError as exc:
+            raise_translated(exc, what)
+
+
+def _raw_record(item: dict[str, Any]) -> RawRecord:
+    change = item["dynamodb"]
+    created = change.get("ApproximateCreationDateTime")
+    return RawRecord(
+        sequence_number=change["SequenceNumber"],
+        approximate_arrival=float(created) if created is not None else None,
+        payload=item,
+        size_bytes=int(change.get("SizeBytes", 0)),
+    )
