@@ -1,0 +1,343 @@
+"""The lease table: KCL-compatible lease items in DynamoDB, every write conditional."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from consumer.errors import LeaseLostError, ThrottledError, TransientError
+from consumer.lease import SENTINEL_TRIM_HORIZON, Lease
+
+# Attribute names of the KCL's lease table, so a team can switch between the KCL and us.
+LEASE_KEY = "leaseKey"
+LEASE_OWNER = "leaseOwner"
+LEASE_COUNTER = "leaseCounter"
+CHECKPOINT = "checkpoint"
+CHECKPOINT_SUB_SEQUENCE = "checkpointSubSequenceNumber"
+OWNER_SWITCHES = "ownerSwitchesSinceCheckpoint"
+PARENT_SHARD_ID = "parentShardId"
+
+_THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+    }
+)
+_SERVER_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
+_NETWORK_ERRORS = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+)
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+class LeaseStore(Protocol):
+    """Where leases live. Every mutation is conditional on the counter the caller observed."""
+
+    def ensure_table(self) -> None:
+        """Create the table if it does not exist and wait until it is usable."""
+        ...
+
+    def list_leases(self) -> list[Lease]:
+        """Every lease, read consistently."""
+        ...
+
+    def get(self, key: str) -> Lease | None:
+        """One lease, read consistently, or None."""
+        ...
+
+    def create_if_absent(self, lease: Lease) -> bool:
+        """Write a new lease; False if one already exists for that key."""
+        ...
+
+    def renew(self, lease: Lease) -> Lease:
+        """Bump the counter of a lease this worker holds; LeaseLostError if it does not."""
+        ...
+
+    def take(self, lease: Lease, owner: str) -> Lease:
+        """Claim a lease as observed; LeaseLostError if it changed since."""
+        ...
+
+    def release(self, lease: Lease) -> Lease:
+        """Give a held lease up so any worker may take it at once."""
+        ...
+
+    def checkpoint(self, lease: Lease, sequence: str, sub_sequence: int) -> Lease:
+        """Record progress on a held lease (fenced by owner and counter)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove a lease (a shard that no longer exists)."""
+        ...
+
+
+def lease_to_item(lease: Lease) -> dict[str, dict[str, Any]]:
+    """The DynamoDB item of a lease, attribute for attribute as the KCL writes it."""
+    item: dict[str, dict[str, Any]] = {
+        LEASE_KEY: {"S": lease.lease_key},
+        LEASE_COUNTER: {"N": str(lease.lease_counter)},
+        CHECKPOINT: {"S": lease.checkpoint},
+        CHECKPOINT_SUB_SEQUENCE: {"N": str(lease.checkpoint_sub_sequence_number)},
+        OWNER_SWITCHES: {"N": str(lease.owner_switches_since_checkpoint)},
+    }
+    if lease.lease_owner is not None:
+        item[LEASE_OWNER] = {"S": lease.lease_owner}
+    # DynamoDB rejects empty sets, and the KCL omits the attribute for shards without parents.
+    if lease.parent_shard_ids:
+        item[PARENT_SHARD_ID] = {"SS": sorted(lease.parent_shard_ids)}
+    return item
+
+
+def lease_from_item(item: dict[str, dict[str, Any]]) -> Lease:
+    """A lease from its DynamoDB item; attributes the KCL may omit get their defaults."""
+
+    def number(name: str) -> int:
+        value = item.get(name)
+        return int(value["N"]) if value is not None else 0
+
+    owner = item.get(LEASE_OWNER)
+    checkpoint = item.get(CHECKPOINT)
+    parents = item.get(PARENT_SHARD_ID)
+    return Lease(
+        lease_key=item[LEASE_KEY]["S"],
+        lease_owner=owner["S"] if owner is not None else None,
+        lease_counter=number(LEASE_COUNTER),
+        checkpoint=checkpoint["S"] if checkpoint is not None else SENTINEL_TRIM_HORIZON,
+        checkpoint_sub_sequence_number=number(CHECKPOINT_SUB_SEQUENCE),
+        owner_switches_since_checkpoint=number(OWNER_SWITCHES),
+        parent_shard_ids=frozenset(parents["SS"]) if parents is not None else frozenset(),
+    )
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _classify(error: Exception) -> Exception:
+    """Map what is left after botocore's own retries to our transient errors, or keep it."""
+    if isinstance(error, _NETWORK_ERRORS):
+        return TransientError(f"lease table unreachable: {error}")
+    if isinstance(error, ClientError):
+        code = _error_code(error)
+        if code in _THROTTLING_CODES:
+            return ThrottledError(f"lease table throttled: {code}")
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if code in _SERVER_CODES or status >= 500:
+            return TransientError(f"lease table error {code} ({status})")
+    return error
+
+
+class DynamoDBLeaseStore:
+    """The lease table in DynamoDB through a low-level boto3 client."""
+
+    def __init__(self, client: Any, table_name: str, page_size: int | None = None) -> None:
+        self._client = client
+        self.table_name = table_name
+        self._page_size = page_size
+
+    def ensure_table(self) -> None:
+        """Create the table (on-demand) if absent; a concurrent creator is not an error."""
+        try:
+            self._client.describe_table(TableName=self.table_name)
+        except ClientError as error:
+            if _error_code(error) != "ResourceNotFoundException":
+                raise _classify(error) from error
+            self._create_table()
+        self._client.get_waiter("table_exists").wait(
+            TableName=self.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        )
+
+    def _create_table(self) -> None:
+        try:
+            self._client.create_table(
+                TableName=self.table_name,
+                AttributeDefinitions=[{"AttributeName": LEASE_KEY, "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": LEASE_KEY, "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as error:
+            # Another replica created it between our describe and create: same outcome.
+            if _error_code(error) != "ResourceInUseException":
+                raise _classify(error) from error
+
+    def list_leases(self) -> list[Lease]:
+        """Every lease, through a paginated, strongly consistent scan."""
+        try:
+            pagination = {"PageSize": self._page_size} if self._page_size else {}
+            pages = self._client.get_paginator("scan").paginate(
+                TableName=self.table_name, ConsistentRead=True, PaginationConfig=pagination
+            )
+            return [lease_from_item(item) for page in pages for item in page.get("Items", [])]
+        except (ClientError, *_NETWORK_ERRORS) as error:
+            raise _classify(error) from error
+
+    def get(self, key: str) -> Lease | None:
+        """One lease, strongly consistent, or None."""
+        try:
+            response = self._client.get_item(
+                TableName=self.table_name, Key={LEASE_KEY: {"S": key}}, ConsistentRead=True
+            )
+        except (ClientError, *_NETWORK_ERRORS) as error:
+            raise _classify(error) from error
+        item = response.get("Item")
+        return lease_from_item(item) if item else None
+
+    def create_if_absent(self, lease: Lease) -> bool:
+        """Write a new lease unless its key exists; True when this call created it."""
+        try:
+            self._client.put_item(
+                TableName=self.table_name,
+                Item=lease_to_item(lease),
+                ConditionExpression="attribute_not_exists(#key)",
+                ExpressionAttributeNames={"#key": LEASE_KEY},
+            )
+        except ClientError as error:
+            if _error_code(error) == _CONDITION_FAILED:
+                return False
+            raise _classify(error) from error
+        except _NETWORK_ERRORS as error:
+            raise _classify(error) from error
+        return True
+
+    def renew(self, lease: Lease) -> Lease:
+        """Bump the counter, if the lease is still ours at the counter we last saw."""
+        return self._update(
+            lease,
+            "SET #counter = :next",
+            "#counter = :expected AND #owner = :owner",
+            {":owner": {"S": self._owner_of(lease)}},
+            ambiguous_ok=lambda stored: stored.lease_owner == lease.lease_owner,
+        )
+
+    def take(self, lease: Lease, owner: str) -> Lease:
+        """Claim the lease as observed: new owner, counter+1, one more owner switch if it moved."""
+        switches = lease.owner_switches_since_checkpoint + (lease.lease_owner != owner)
+        values: dict[str, dict[str, Any]] = {
+            ":new_owner": {"S": owner},
+            ":switches": {"N": str(switches)},
+        }
+        if lease.lease_owner is None:
+            owner_condition = "attribute_not_exists(#owner)"
+        else:
+            owner_condition = "#owner = :old_owner"
+            values[":old_owner"] = {"S": lease.lease_owner}
+        return self._update(
+            lease,
+            "SET #counter = :next, #owner = :new_owner, #switches = :switches",
+            f"#counter = :expected AND {owner_condition}",
+            values,
+            ambiguous_ok=lambda stored: stored.lease_owner == owner,
+        )
+
+    def release(self, lease: Lease) -> Lease:
+        """Drop the owner and bump the counter, so another worker can take it without waiting."""
+        return self._update(
+            lease,
+            "SET #counter = :next REMOVE #owner",
+            "#counter = :expected AND #owner = :owner",
+            {":owner": {"S": self._owner_of(lease)}},
+            ambiguous_ok=lambda stored: stored.lease_owner is None,
+        )
+
+    def checkpoint(self, lease: Lease, sequence: str, sub_sequence: int) -> Lease:
+        """Record progress, fenced: only while the owner and counter are what we hold."""
+        return self._update(
+            lease,
+            "SET #counter = :next, #checkpoint = :checkpoint, #sub = :sub, #switches = :zero",
+            "#counter = :expected AND #owner = :owner",
+            {
+                ":owner": {"S": self._owner_of(lease)},
+                ":checkpoint": {"S": sequence},
+                ":sub": {"N": str(sub_sequence)},
+                ":zero": {"N": "0"},
+            },
+            ambiguous_ok=lambda stored: (
+                stored.lease_owner == lease.lease_owner
+                and stored.checkpoint == sequence
+                and stored.checkpoint_sub_sequence_number == sub_sequence
+            ),
+        )
+
+    def delete(self, key: str) -> None:
+        """Remove a lease unconditionally."""
+        try:
+            self._client.delete_item(TableName=self.table_name, Key={LEASE_KEY: {"S": key}})
+        except (ClientError, *_NETWORK_ERRORS) as error:
+            raise _classify(error) from error
+
+    @staticmethod
+    def _owner_of(lease: Lease) -> str:
+        if lease.lease_owner is None:
+            raise LeaseLostError(f"lease {lease.lease_key} has no owner to act for")
+        return lease.lease_owner
+
+    def _update(
+        self,
+        lease: Lease,
+        update: str,
+        condition: str,
+        values: dict[str, dict[str, Any]],
+        ambiguous_ok: Callable[[Lease], bool],
+    ) -> Lease:
+        """One conditional UpdateItem on the lease at its observed counter; the new lease."""
+        names = {
+            "#counter": LEASE_COUNTER,
+            "#owner": LEASE_OWNER,
+            "#checkpoint": CHECKPOINT,
+            "#sub": CHECKPOINT_SUB_SEQUENCE,
+            "#switches": OWNER_SWITCHES,
+        }
+        text = update + " " + condition
+        values = {
+            ":expected": {"N": str(lease.lease_counter)},
+            ":next": {"N": str(lease.lease_counter + 1)},
+            **values,
+        }
+        try:
+            response = self._client.update_item(
+                TableName=self.table_name,
+                Key={LEASE_KEY: {"S": lease.lease_key}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={k: v for k, v in names.items() if k in text},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _error_code(error) != _CONDITION_FAILED:
+                raise _classify(error) from error
+            return self._after_condition_failed(lease, ambiguous_ok)
+        except _NETWORK_ERRORS as error:
+            raise _classify(error) from error
+        return lease_from_item(response["Attributes"])
+
+    def _after_condition_failed(self, lease: Lease, ambiguous_ok: Callable[[Lease], bool]) -> Lease:
+        """Tell a lost lease from our own write retried by botocore after a lost response.
+
+        A retried request whose first attempt did succeed fails its condition; the item then
+        shows exactly our write (counter one past what we sent), which is a success.
+        """
+        stored = self.get(lease.lease_key)
+        if (
+            stored is not None
+            and stored.lease_counter == lease.lease_counter + 1
+            and ambiguous_ok(stored)
+        ):
+            return stored
+        owner = stored.lease_owner if stored is not None else None
+        raise LeaseLostError(
+            f"lease {lease.lease_key} changed: expected counter {lease.lease_counter} "
+            f"owner {lease.lease_owner}, found owner {owner}"
+        )
