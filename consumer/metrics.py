@@ -1,0 +1,261 @@
+"""Prometheus metrics of the daemon: lag per shard, outcomes per projection, retries, leases.
+
+Every metric lives in the `Metrics` object's own registry (never the process-global one), so a
+test can build several side by side and the HTTP endpoint serves exactly what the daemon owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "stream_projector_"
+
+SHARD_STATES = ("waiting_parent", "running", "stalled", "finished")
+OUTCOMES = ("applied", "stale_skipped", "filtered", "dead_lettered")
+RETRY_KINDS = ("transient", "poison", "throttle", "expired_iterator", "lease")
+LEASE_EVENTS = ("taken", "stolen", "lost", "released")
+
+# GetRecords answers in tens of milliseconds, but a throttled or distant endpoint takes seconds.
+GET_RECORDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A batch includes sink writes and retries with backoff, so its tail reaches minutes.
+BATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class Metrics:
+    """The daemon's metrics; every method is safe to call from any shard thread."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._states: dict[tuple[str, str], str] = {}
+        self._ages: dict[tuple[str, str], float] = {}
+        r = self.registry
+        shard_labels = ("stream", "shard")
+
+        self.iterator_age = Gauge(
+            f"{PREFIX}iterator_age_seconds",
+            "Age of the newest record of the last GetRecords of a shard, measured at fetch time "
+            "(now minus its arrival/approximate creation time); 0 when the shard is caught up.",
+            shard_labels,
+            registry=r,
+        )
+        self.millis_behind_latest = Gauge(
+            f"{PREFIX}millis_behind_latest",
+            "Kinesis MillisBehindLatest of the last GetRecords of a shard, in milliseconds.",
+            shard_labels,
+            registry=r,
+        )
+        self.get_records_duration = Histogram(
+            f"{PREFIX}get_records_duration_seconds",
+            "Latency of GetRecords calls, in seconds.",
+            ("stream",),
+            buckets=GET_RECORDS_BUCKETS,
+            registry=r,
+        )
+        self.records_fetched = Counter(
+            f"{PREFIX}records_fetched",
+            "Records returned by GetRecords, per shard.",
+            shard_labels,
+            registry=r,
+        )
+        self.get_records_throttles = Counter(
+            f"{PREFIX}get_records_throttles",
+            "GetRecords calls refused with a throughput or rate limit error, per shard.",
+            shard_labels,
+            registry=r,
+        )
+        self.data_lost = Counter(
+            f"{PREFIX}data_lost",
+            "TrimmedDataAccess answers: records expired from the stream before they were read.",
+            shard_labels,
+            registry=r,
+        )
+        self.records = Counter(
+            f"{PREFIX}records",
+            "Records handled by a projection, by outcome "
+            "(applied, stale_skipped, filtered, dead_lettered).",
+            ("projection", "outcome"),
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            f"{PREFIX}dead_letters",
+            "Records sent to the dead letter queue, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            f"{PREFIX}batch_duration_seconds",
+            "Time to project one fetched batch through every projection, in seconds.",
+            ("stream",),
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            f"{PREFIX}retries",
+            "Retries, by kind (transient, poison, throttle, expired_iterator, lease).",
+            ("kind",),
+            registry=r,
+        )
+        self.last_checkpoint = Gauge(
+            f"{PREFIX}last_checkpoint_timestamp_seconds",
+            "Unix time of the last checkpoint written for a shard, in seconds.",
+            shard_labels,
+            registry=r,
+        )
+        self.shards = Gauge(
+            f"{PREFIX}shards",
+            "Shards this worker handles, by state (waiting_parent, running, stalled, finished).",
+            ("state",),
+            registry=r,
+        )
+        self.lease_events = Counter(
+            f"{PREFIX}lease_events",
+            "Lease changes seen by this worker, by kind (taken, stolen, lost, released).",
+            ("kind",),
+            registry=r,
+        )
+        self.leases_held = Gauge(
+            f"{PREFIX}leases_held",
+            "Leases this worker holds now.",
+            registry=r,
+        )
+        self._per_shard: tuple[Any, ...] = (
+            self.iterator_age,
+            self.millis_behind_latest,
+            self.records_fetched,
+            self.get_records_throttles,
+            self.data_lost,
+            self.last_checkpoint,
+        )
+        # Fixed label values exist from the start, so a rate() over them never misses the
+        # first increment and dashboards show 0 rather than "no data".
+        for state in SHARD_STATES:
+            self.shards.labels(state).set(0)
+        for kind in RETRY_KINDS:
+            self.retries.labels(kind)
+        for kind in LEASE_EVENTS:
+            self.lease_events.labels(kind)
+
+    def record_fetch(
+        self,
+        stream: str,
+        shard: str,
+        records: int,
+        newest_arrival: float | None,
+        millis_behind_latest: int | None,
+        seconds: float,
+    ) -> None:
+        """Record one GetRecords: its latency, record count, and the shard's iterator age."""
+        if records == 0 or newest_arrival is None:
+            age = 0.0
+        else:
+            # Clock skew between the stream and this host must not show as negative lag.
+            age = max(0.0, self._clock() - newest_arrival)
+        with self._lock:
+            self._ages[(stream, shard)] = age
+            self.iterator_age.labels(stream, shard).set(age)
+            if millis_behind_latest is not None:
+                self.millis_behind_latest.labels(stream, shard).set(millis_behind_latest)
+            self.records_fetched.labels(stream, shard).inc(records)
+            # Create the shard's error counters at 0, so increase() sees their first event.
+            self.get_records_throttles.labels(stream, shard)
+            self.data_lost.labels(stream, shard)
+        self.get_records_duration.labels(stream).observe(seconds)
+
+    def record_throttle(self, stream: str, shard: str) -> None:
+        """Count a GetRecords refused for exceeding the shard's read limits."""
+        with self._lock:
+            self.get_records_throttles.labels(stream, shard).inc()
+
+    def record_trimmed(self, stream: str, shard: str) -> None:
+        """Count a TrimmedDataAccess: records expired before this worker read them."""
+        with self._lock:
+            self.data_lost.labels(stream, shard).inc()
+
+    def record_outcome(
+        self, projection: str, applied: int, stale_skipped: int, filtered: int
+    ) -> None:
+        """Add a projection's per-record outcomes for one batch."""
+        for outcome, count in (
+            ("applied", applied),
+            ("stale_skipped", stale_skipped),
+            ("filtered", filtered),
+        ):
+            # labels() even for 0, so the series exists before its first increment.
+            self.records.labels(projection, outcome).inc(count)
+
+    def record_dead_letter(self, projection: str, reason: str) -> None:
+        """Count one record dead-lettered by `projection` because of `reason`."""
+        self.records.labels(projection, "dead_lettered").inc()
+        self.dead_letters.labels(reason).inc()
+
+    def observe_batch(self, stream: str, shard: str, seconds: float) -> None:
+        """Observe a batch's processing time (labelled by stream only, to bound the series)."""
+        del shard  # per-shard histograms would multiply the bucket series by the shard count
+        self.batch_duration.labels(stream).observe(seconds)
+
+    def record_retry(self, kind: str) -> None:
+        """Count one retry of `kind` (transient, poison, throttle, expired_iterator, lease)."""
+        self.retries.labels(kind).inc()
+
+    def record_checkpoint(self, stream: str, shard: str) -> None:
+        """Stamp the time of a checkpoint written for the shard."""
+        with self._lock:
+            self.last_checkpoint.labels(stream, shard).set(self._clock())
+
+    def set_shard_state(self, stream: str, shard: str, state: str) -> None:
+        """Set a shard's state; the `shards{state}` gauge counts shards per state."""
+        if state not in SHARD_STATES:
+            raise ValueError(f"unknown shard state {state!r}, expected one of {SHARD_STATES}")
+        with self._lock:
+            self._states[(stream, shard)] = state
+            self._publish_states()
+
+    def lease_event(self, kind: str) -> None:
+        """Count a lease change (taken, stolen, lost, released)."""
+        self.lease_events.labels(kind).inc()
+
+    def set_leases_held(self, n: int) -> None:
+        """Set how many leases this worker holds."""
+        self.leases_held.set(n)
+
+    def forget_shard(self, stream: str, shard: str) -> None:
+        """Drop every series of a shard this worker no longer reads, and its state."""
+        with self._lock:
+            for metric in self._per_shard:
+                # Older prometheus-client versions raise KeyError for an absent label set.
+                with contextlib.suppress(KeyError):
+                    metric.remove(stream, shard)
+            self._ages.pop((stream, shard), None)
+            if self._states.pop((stream, shard), None) is not None:
+                self._publish_states()
+
+    def shard_snapshot(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Iterator age and state of every shard known, keyed by (stream, shard), for `status`."""
+        with self._lock:
+            keys = set(self._ages) | set(self._states)
+            return {
+                key: {
+                    "iterator_age_seconds": self._ages.get(key),
+                    "state": self._states.get(key),
+                }
+                for key in sorted(keys)
+            }
+
+    def _publish_states(self) -> None:
+        """Recount shards per state; the caller holds the lock."""
+        counts = Tally(self._states.values())
+        for state in SHARD_STATES:
+            self.shards.labels(state).set(counts.get(state, 0))
