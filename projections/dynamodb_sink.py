@@ -1,0 +1,263 @@
+"""A guarded, coalescing, concurrent writer for DynamoDB read models.
+
+Every write is one UpdateItem conditioned on `attribute_not_exists(guard) OR guard < :position`
+that also sets the guard, so a stale or repeated change is refused by DynamoDB itself
+(DESIGN.md invariant 4) and counted as `stale_skipped`, never as an error.
+
+Within a batch, updates to the same key and guard collapse into the one with the highest
+position: that is only correct because each update carries the *full* state of its component
+(every field it owns is either set or removed). Different guards on one key stay separate
+writes, issued in batch order. Keys are written concurrently on a bounded thread pool; all
+writes of one key run sequentially in one task, so each key keeps its order.
+
+Counting: outcomes are per update. An update coalesced away takes the outcome of the write
+that superseded it (applied if that write applied, stale if it was refused), because its
+effect is contained in that write.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import botocore.exceptions
+import structlog
+from boto3.dynamodb.types import TypeSerializer
+
+from consumer.errors import PoisonError, StreamProjectorError, ThrottledError, TransientError
+from projections.projection import Outcome
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MAX_WORKERS = 16
+
+# Codes that say "try again later"; botocore has already retried them a few times by now.
+_THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "Throttling",
+        "TooManyRequestsException",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        # A missing table is an outage of the sink (migrate not run yet, or a region problem),
+        # not a property of one record: dead-lettering every record would be wrong.
+        "ResourceNotFoundException",
+    }
+)
+_STALE_CODE = "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedUpdate:
+    """The full new state of one component of one read-model item, guarded by a position.
+
+    `key` is the table key, `assign` the attributes to set and `remove` those to delete (plain
+    Python values; the sink serializes them). `guard` names the attribute that stores the
+    component's source position; `position` is `ChangeRecord.position`.
+    """
+
+    key: Mapping[str, Any]
+    guard: str
+    position: str
+    assign: Mapping[str, Any] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        touched = set(self.assign) & set(self.remove)
+        touched |= (set(self.assign) | set(self.remove)) & ({self.guard} | set(self.key))
+        if touched:
+            # DynamoDB rejects such an expression; it is a projection bug, the same every time.
+            raise PoisonError(
+                f"update of {dict(self.key)!r} touches {sorted(touched)} twice or touches "
+                "the key or the guard"
+            )
+
+
+@dataclass(slots=True)
+class _Group:
+    """The updates of one key, coalesced per guard, in the order their winners arrived."""
+
+    writes: dict[str, tuple[int, GuardedUpdate]] = field(default_factory=dict)
+    merged: dict[str, int] = field(default_factory=dict)
+
+    def add(self, index: int, update: GuardedUpdate) -> None:
+        current = self.writes.get(update.guard)
+        self.merged[update.guard] = self.merged.get(update.guard, 0) + 1
+        # Ties go to the later update: two updates at one position come from one record.
+        if current is None or update.position >= current[1].position:
+            self.writes[update.guard] = (index, update)
+
+    def ordered(self) -> list[tuple[GuardedUpdate, int]]:
+        """Each surviving write with the number of updates it stands for, in batch order."""
+        winners = sorted(self.writes.values(), key=lambda pair: pair[0])
+        return [(update, self.merged[update.guard]) for _, update in winners]
+
+
+def coalesce(updates: Iterable[GuardedUpdate]) -> list[list[tuple[GuardedUpdate, int]]]:
+    """Group updates by key; per key, keep the highest-position update for each guard.
+
+    Returns one list per key of (write, updates it stands for), keys in first-seen order.
+    """
+    groups: dict[tuple[tuple[str, Any], ...], _Group] = {}
+    for index, update in enumerate(updates):
+        key = tuple(sorted(update.key.items()))
+        groups.setdefault(key, _Group()).add(index, update)
+    return [group.ordered() for group in groups.values()]
+
+
+class DynamoDBSink:
+    """Writes `GuardedUpdate`s to one DynamoDB table: guarded, coalesced, concurrent per key.
+
+    The boto3 client should allow at least `max_workers` pooled connections
+    (`Config(max_pool_connections=...)`, botocore's default is 10), or connections churn.
+    """
+
+    def __init__(self, client: Any, table: str, max_workers: int = DEFAULT_MAX_WORKERS) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.client = client
+        self.table = table
+        self.max_workers = max_workers
+        self._serializer = TypeSerializer()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        pool_size = getattr(getattr(client, "meta", None), "config", None)
+        pool_size = getattr(pool_size, "max_pool_connections", max_workers)
+        if isinstance(pool_size, int) and pool_size < max_workers:
+            log.warning(
+                "dynamodb_sink.connection_pool_smaller_than_workers",
+                table=table,
+                max_pool_connections=pool_size,
+                max_workers=max_workers,
+            )
+
+    def write(self, updates: Sequence[GuardedUpdate]) -> Outcome:
+        """Apply `updates` (in source order); return applied / stale_skipped per update.
+
+        Raises TransientError if any key hit throttling, a 5xx or the network (after the
+        other keys finished), else PoisonError naming the key whose write DynamoDB rejected.
+        Writes that succeeded stay applied; the guards make retrying the batch harmless.
+        """
+        groups = coalesce(updates)
+        if not groups:
+            return Outcome()
+        if len(groups) == 1 or self.max_workers == 1:
+            results = [self._write_key(group) for group in groups]
+        else:
+            results = list(self._executor().map(self._write_key, groups))
+        total = Outcome()
+        errors: list[StreamProjectorError] = []
+        for outcome, error in results:
+            total += outcome
+            if error is not None:
+                errors.append(error)
+        if errors:
+            transient = [e for e in errors if isinstance(e, TransientError)]
+            raise (transient or errors)[0]
+        return total
+
+    def close(self) -> None:
+        """Stop the worker threads (idempotent)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.max_workers, thread_name_prefix=f"sink-{self.table}"
+                )
+            return self._pool
+
+    def _write_key(
+        self, writes: list[tuple[GuardedUpdate, int]]
+    ) -> tuple[Outcome, StreamProjectorError | None]:
+        """Write one key's updates in order; stop at the first failure to keep the order."""
+        outcome = Outcome()
+        for update, count in writes:
+            try:
+                applied = self._write_one(update)
+            except StreamProjectorError as error:
+                return outcome, error
+            if applied:
+                outcome.applied += count
+            else:
+                outcome.stale_skipped += count
+        return outcome, None
+
+    def _write_one(self, update: GuardedUpdate) -> bool:
+        """One conditional UpdateItem; False when the guard says the change is stale."""
+        try:
+            self.client.update_item(**self.request(update))
+        except botocore.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code == _STALE_CODE:
+                return False
+            raise _classify(error, code, update) from error
+        except (
+            botocore.exceptions.ConnectionError,
+            botocore.exceptions.HTTPClientError,
+        ) as error:
+            raise TransientError(
+                f"network error writing {dict(update.key)!r} to {self.table}: {error}"
+            ) from error
+        return True
+
+    def request(self, update: GuardedUpdate) -> dict[str, Any]:
+        """The UpdateItem arguments for one update (public so benchmarks and tests can see)."""
+        serialize = self._serializer.serialize
+        names = {"#g": update.guard}
+        try:
+            values = {":p": {"S": update.position}}
+            sets = ["#g = :p"]
+            for i, (attribute, value) in enumerate(update.assign.items()):
+                names[f"#a{i}"] = attribute
+                values[f":a{i}"] = serialize(value)
+                sets.append(f"#a{i} = :a{i}")
+            key = {name: serialize(value) for name, value in update.key.items()}
+        except (TypeError, ValueError) as error:
+            # e.g. a float or an empty set: the record's data, not the weather.
+            raise PoisonError(
+                f"cannot serialize update of {dict(update.key)!r}: {error}"
+            ) from error
+        expression = "SET " + ", ".join(sets)
+        if update.remove:
+            removes = []
+            for i, attribute in enumerate(update.remove):
+                names[f"#r{i}"] = attribute
+                removes.append(f"#r{i}")
+            expression += " REMOVE " + ", ".join(removes)
+        return {
+            "TableName": self.table,
+            "Key": key,
+            "UpdateExpression": expression,
+            "ConditionExpression": "attribute_not_exists(#g) OR #g < :p",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+
+
+def _classify(
+    error: botocore.exceptions.ClientError, code: str, update: GuardedUpdate
+) -> StreamProjectorError:
+    """Throttling, 5xx and a missing table are transient; anything else is this record's fault."""
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    where = f"{dict(update.key)!r} (guard {update.guard})"
+    if code in _THROTTLING_CODES:
+        return ThrottledError(f"throttled writing {where}: {code}")
+    if code in _TRANSIENT_CODES or status >= 500:
+        return TransientError(f"DynamoDB {code or status} writing {where}")
+    message = error.response.get("Error", {}).get("Message", "")
+    return PoisonError(f"DynamoDB rejected the write of {where}: {code}: {message}")
