@@ -1,0 +1,167 @@
+"""The HTTP endpoints an orchestrator and Prometheus call: /metrics, /healthz and /readyz."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client.exposition import choose_encoder
+
+from consumer.metrics import Metrics
+
+Readiness = Callable[[], tuple[bool, str]]
+
+
+class Heartbeat:
+    """The main loop beats once per turn; its age says whether the loop is still turning."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last = clock()
+
+    def beat(self) -> None:
+        """Mark the loop alive now."""
+        self._last = self._clock()  # a float store is atomic: no lock needed
+
+    def age(self) -> float:
+        """Seconds since the last beat (or since creation, before the first beat)."""
+        return max(0.0, self._clock() - self._last)
+
+
+class _ReadinessCheck:
+    """Runs the readiness callable with a deadline, at most one call in flight at a time.
+
+    A check that hangs (a sink that never answers) must neither hang the probe nor pile up a
+    thread per probe, so later probes wait on the call already running.
+    """
+
+    def __init__(self, readiness: Readiness, timeout: float) -> None:
+        self._readiness = readiness
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._done: threading.Event | None = None
+        self._result: tuple[bool, str] = (False, "readiness not checked yet")
+
+    def __call__(self) -> tuple[bool, str]:
+        with self._lock:
+            if self._done is None:
+                self._done = threading.Event()
+                threading.Thread(
+                    target=self._run, args=(self._done,), name="readiness-check", daemon=True
+                ).start()
+            done = self._done
+        if not done.wait(self._timeout):
+            return False, f"readiness check did not answer within {self._timeout:g}s"
+        return self._result
+
+    def _run(self, done: threading.Event) -> None:
+        try:
+            ready, message = self._readiness()
+            result = (bool(ready), str(message))
+        except Exception as exc:  # reported to the probe as not ready, with the error
+            result = (False, f"readiness check failed: {type(exc).__name__}: {exc}")
+        with self._lock:
+            self._result = result
+            self._done = None
+        done.set()
+
+
+class HealthServer:
+    """Serves /metrics, /healthz and /readyz from a daemon thread on one port."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        heartbeat: Heartbeat,
+        host: str,
+        port: int,
+        heartbeat_timeout: float,
+        readiness: Readiness,
+        readiness_timeout: float = 5.0,
+    ) -> None:
+        self.metrics = metrics
+        self.heartbeat = heartbeat
+        self.host = host
+        self.port = port
+        self.heartbeat_timeout = heartbeat_timeout
+        self._readiness = _ReadinessCheck(readiness, readiness_timeout)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Bind and serve in a daemon thread; with port 0, `.port` becomes the bound port."""
+        handler = _make_handler(self)
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        # A short poll interval lets stop() return promptly on shutdown.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="health-server",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy while the main loop's heartbeat is younger than the timeout."""
+        age = self.heartbeat.age()
+        if age < self.heartbeat_timeout:
+            return True, f"ok: heartbeat {age:.1f}s ago"
+        return False, (
+            f"main loop stuck: last heartbeat {age:.1f}s ago (timeout {self.heartbeat_timeout:g}s)"
+        )
+
+    def readiness(self) -> tuple[bool, str]:
+        """The readiness callable's answer, bounded in time and with its errors caught."""
+        return self._readiness()
+
+
+def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        # Probes and scrapes every few seconds would flood stderr with access lines.
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                self._send(HTTPStatus.OK, encoder(server.metrics.registry), content_type)
+            elif path == "/healthz":
+                self._send_check(server.health())
+            elif path == "/readyz":
+                self._send_check(server.readiness())
+            else:
+                self._send(HTTPStatus.NOT_FOUND, b"not found: try /metrics, /healthz, /readyz\n")
+
+        def _send_check(self, check: tuple[bool, str]) -> None:
+            ok, message = check
+            status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
+            self._send(status, (message + "\n").encode())
+
+        def _send(
+            self, status: HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8"
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
