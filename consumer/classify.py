@@ -1,0 +1,78 @@
+"""Is a failure transient (wait it out) or poison (isolate and dead-letter)? DESIGN.md inv. 5."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from consumer.errors import PoisonError, TransientError
+
+Kind = Literal["transient", "poison"]
+
+# Error codes AWS uses for throttling and for failures on its side: retrying later works.
+TRANSIENT_AWS_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "SlowDown",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "InternalError",
+        "TransactionInProgressException",
+        "KMSThrottlingException",
+    }
+)
+TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    TransientError,
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ReadTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def _postgres_transient(exc: BaseException) -> bool:
+    # psycopg is optional at import time: a daemon without PostgreSQL projections needs none.
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+        return True
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def classify(exc: BaseException) -> Kind:
+    """Transient for throttling, 5xx, network and database availability; poison otherwise.
+
+    An error the code did not foresee counts as poison: it is retried a few times before it is
+    dead-lettered, so a true outage of an unforeseen kind still shows up as a stalled shard
+    only for those attempts. Projections should raise TransientError for what they know.
+    """
+    if isinstance(exc, PoisonError):
+        return "poison"
+    if isinstance(exc, TRANSIENT_TYPES):
+        return "transient"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if error.get("Code") in TRANSIENT_AWS_CODES or status >= 500:
+            return "transient"
+        return "poison"
+    if _postgres_transient(exc):
+        return "transient"
+    return "poison"

@@ -1,0 +1,194 @@
+"""The `stream-projector` command line (also `python -m consumer`)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from consumer.config import Settings, load_settings
+from consumer.errors import ConfigError
+
+CONFIG_HELP = (
+    "TOML settings file. Every setting can also come from the environment as "
+    "STREAM_PROJECTOR_<SECTION>__<KEY>."
+)
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="STREAM_PROJECTOR_CONFIG",
+    required=True,
+    help=CONFIG_HELP,
+)
+
+
+def _settings(config_path: Path) -> Settings:
+    try:
+        return load_settings(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _setup_logging(settings: Settings, level: str) -> None:
+    from consumer.log import configure_logging
+
+    configure_logging(settings.application, settings.resolved_worker_id, level)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stream-projector")
+def main() -> None:
+    """Read DynamoDB Streams and Kinesis shard by shard and keep read models up to date."""
+
+
+@main.command()
+@config_option
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING.")
+def run(config_path: Path, log_level: str) -> None:
+    """Run the daemon until SIGTERM/SIGINT, then stop gracefully and release leases."""
+    from consumer.daemon import build_daemon, install_signal_handlers, run_daemon
+
+    settings = _settings(config_path)
+    _setup_logging(settings, log_level)
+    try:
+        daemon = build_daemon(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    sys.exit(run_daemon(daemon, stop))
+
+
+@main.command()
+@click.option("--seed-only", is_flag=True, help="Only create the tables and write the saga.")
+@click.option(
+    "--endpoint-url",
+    default=None,
+    help="Use this emulator (moto, LocalStack) instead of starting moto in-process.",
+)
+@click.option("--log-level", default="WARNING", show_default=True)
+def demo(seed_only: bool, endpoint_url: str | None, log_level: str) -> None:
+    """Trip-search saga of seed 001 end to end on an embedded moto server; exits 0."""
+    from consumer import demo as demo_
+
+    demo_.use_demo_credentials()
+    server = None
+    if endpoint_url is None:
+        server, endpoint_url = demo_.start_moto()
+        click.echo(f"moto server listening on {endpoint_url}")
+    try:
+        settings = demo_.seed(endpoint_url)
+        click.echo(f"seeded {demo_.TRIP_TABLE} with {len(demo_.SAGA)} saga writes")
+        if seed_only:
+            return
+        _setup_logging(settings, log_level)
+        demo_.run_until_caught_up(settings)
+        click.echo("daemon caught up with every shard and stopped")
+        demo_.print_results(settings)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_path: Path, as_json: bool) -> None:
+    """Shards with their parents, owners, checkpoints and state, from the lease table."""
+    from consumer.status import render_json, render_table
+    from consumer.status_report import collect_status
+
+    settings = _settings(config_path)
+    rows = collect_status(settings)
+    click.echo(render_json(rows) if as_json else render_table(rows))
+
+
+@main.command()
+@config_option
+def migrate(config_path: Path) -> None:
+    """Create the tables the configured projections need; running it twice changes nothing."""
+    from consumer.projection_loader import load_projections
+    from consumer.resources import SharedResources
+
+    settings = _settings(config_path)
+    resources = SharedResources(settings.aws, settings.postgres)
+    try:
+        projections = load_projections(settings.projections, resources)
+        for projection in projections:
+            migrate_ = getattr(projection, "migrate", None)
+            if migrate_ is None:
+                click.echo(f"{projection.name}: nothing to migrate")
+                continue
+            migrate_()
+            click.echo(f"{projection.name}: migrated")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        resources.close()
+
+
+@main.group()
+def search() -> None:
+    """Query read models."""
+
+
+@search.command("trips")
+@config_option
+@click.option("--status", "status_", help="flight_status, e.g. CONFIRMED or CANCELLED.")
+@click.option("--from", "departure_from", help="Earliest departure_time (ISO 8601).")
+@click.option("--to", "departure_to", help="Latest departure_time (ISO 8601).")
+@click.option("--hotel-prefix", help="hotel_name starts with this.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--next-token", help="Continue from a previous page.")
+@click.option(
+    "--projection",
+    default="trip_search",
+    show_default=True,
+    help="Name of the trip-search projection in the config (for its table).",
+)
+def search_trips_command(
+    config_path: Path,
+    status_: str | None,
+    departure_from: str | None,
+    departure_to: str | None,
+    hotel_prefix: str | None,
+    limit: int,
+    next_token: str | None,
+    projection: str,
+) -> None:
+    """Search TripSearchTable by status, departure range and hotel-name prefix, paginated."""
+    import orjson
+
+    from consumer.resources import SharedResources
+    from projections.trip_search_query import search_trips
+
+    settings = _settings(config_path)
+    table = _projection_setting(settings, projection, "table", "TripSearchTable")
+    client = SharedResources(settings.aws, settings.postgres).aws_client("dynamodb")
+    items, token = search_trips(
+        client,
+        table,
+        status=status_,
+        departure_from=departure_from,
+        departure_to=departure_to,
+        hotel_prefix=hotel_prefix,
+        limit=limit,
+        next_token=next_token,
+    )
+    body = {"trips": items, "count": len(items), "next_token": token}
+    click.echo(orjson.dumps(body, default=str, option=orjson.OPT_INDENT_2).decode())
+
+
+def _projection_setting(settings: Settings, name: str, key: str, default: Any) -> Any:
+    for entry in settings.projections:
+        if entry.name == name:
+            return entry.settings.get(key, default)
+    raise click.ClickException(f"projections: no projection named {name!r} in the config")
+
+
+if __name__ == "__main__":
+    main()

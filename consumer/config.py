@@ -1,0 +1,227 @@
+"""Settings: one TOML file plus STREAM_PROJECTOR_<SECTION>__<KEY> environment overrides.
+
+Validated once at start-up; a bad value stops the daemon with a ConfigError that names the
+setting (as its TOML path and its environment variable). No other module reads the
+environment, apart from boto3 itself (credentials, region, AWS_ENDPOINT_URL).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from consumer.errors import ConfigError
+
+ENV_PREFIX = "STREAM_PROJECTOR_"
+ENV_DELIMITER = "__"
+
+
+class Section(BaseModel):
+    """A TOML table: unknown keys are errors, so a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSettings(Section):
+    """Which stream to read and where a new lease starts."""
+
+    kind: Literal["dynamodb", "kinesis"] = "dynamodb"
+    table: str = ""
+    stream_arn: str = ""
+    stream_name: str = ""
+    initial_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
+    initial_timestamp: datetime | None = None
+    format: Literal["auto", "dynamodb-json", "json", "kpl"] = "auto"
+
+    @model_validator(mode="after")
+    def _names_a_stream(self) -> SourceSettings:
+        if self.kind == "dynamodb" and not (self.table or self.stream_arn):
+            raise ValueError("set source.table or source.stream_arn for a DynamoDB stream")
+        if self.kind == "kinesis" and not (self.stream_name or self.stream_arn):
+            raise ValueError("set source.stream_name or source.stream_arn for a Kinesis stream")
+        if self.initial_position == "AT_TIMESTAMP":
+            if self.kind != "kinesis":
+                raise ValueError("initial_position AT_TIMESTAMP exists only on Kinesis")
+            if self.initial_timestamp is None:
+                raise ValueError("initial_position AT_TIMESTAMP needs source.initial_timestamp")
+        return self
+
+
+class LeaseSettings(Section):
+    """Lease table and the timings of renewal, taking and shard discovery."""
+
+    table: str = ""
+    failover_seconds: float = Field(10.0, gt=0)
+    renew_interval_seconds: float = Field(3.0, gt=0)
+    take_interval_seconds: float = Field(5.0, gt=0)
+    max_leases_per_worker: int = Field(0, ge=0)
+    shard_sync_interval_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_before_expiry(self) -> LeaseSettings:
+        # A lease renewed less often than it expires would be stolen from a healthy worker.
+        if self.renew_interval_seconds >= self.failover_seconds:
+            raise ValueError("renew_interval_seconds must be below failover_seconds")
+        return self
+
+
+class PollingSettings(Section):
+    """GetRecords pacing and the bounded prefetch per shard."""
+
+    max_records: int = Field(1000, ge=1, le=10000)
+    idle_backoff_seconds: float = Field(1.0, ge=0)
+    min_interval_seconds: float = Field(0.2, ge=0)
+    prefetch_batches: int = Field(2, ge=1, le=100)
+
+
+class RetrySettings(Section):
+    """Capped exponential backoff with full jitter for failed batches."""
+
+    base_seconds: float = Field(0.1, gt=0)
+    cap_seconds: float = Field(30.0, gt=0)
+
+
+class ShutdownSettings(Section):
+    """How long a SIGTERM may wait for the batch in flight."""
+
+    deadline_seconds: float = Field(20.0, gt=0)
+
+
+class HttpSettings(Section):
+    """The port serving /metrics, /healthz and /readyz."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(9102, ge=0, le=65535)
+    heartbeat_timeout_seconds: float = Field(30.0, gt=0)
+
+
+class AwsSettings(Section):
+    """Region and endpoint; both default to what boto3 finds in the environment."""
+
+    region: str = ""
+    endpoint_url: str = ""
+
+
+class PostgresSettings(Section):
+    """The PostgreSQL read store; DATABASE_URL is the fallback DSN."""
+
+    dsn: str = ""
+    pool_max_size: int = Field(4, ge=1)
+
+
+class DeadLetterSettings(Section):
+    """Where poison records go (SQS, with S3 for envelopes over the SQS size limit)."""
+
+    queue_url: str = ""
+    bucket: str = ""
+
+
+class ProjectionSettings(Section):
+    """One `[[projections]]` entry: a class by import path and its own settings."""
+
+    name: str
+    class_: str = Field(alias="class")
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Settings(BaseSettings):
+    """Everything the daemon reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    application: str = "stream-projector"
+    worker_id: str = ""
+    source: SourceSettings
+    leases: LeaseSettings = LeaseSettings()
+    polling: PollingSettings = PollingSettings()
+    retry: RetrySettings = RetrySettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    http: HttpSettings = HttpSettings()
+    aws: AwsSettings = AwsSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    dead_letter: DeadLetterSettings = DeadLetterSettings()
+    projections: list[ProjectionSettings] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it, key by key.
+        return (env_settings, init_settings)
+
+    @property
+    def lease_table(self) -> str:
+        """The lease table's name: explicit, or derived from the application like the KCL."""
+        return self.leases.table or f"{self.application}-leases"
+
+    @property
+    def resolved_worker_id(self) -> str:
+        """This process's identity in the lease table."""
+        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def env_name(location: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the setting at `location` (for error messages)."""
+    return ENV_PREFIX + ENV_DELIMITER.join(str(part).upper() for part in location)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = tuple(part for part in item["loc"] if part != "class_")
+        path = ".".join(str(part) for part in location) or "(file)"
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        # A cross-field rule names its fields in the message; an env hint would mislead there.
+        leaf = location and item["type"] != "value_error"
+        hint = f" [env {env_name(location)}]" if leaf else ""
+        lines.append(f"{path}: {item['msg']}{shown}{hint}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The file's tables as a dict; a missing or malformed file is a ConfigError."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--config: no such file: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from exc
+
+
+def load_settings(path: Path | None, **overrides: Any) -> Settings:
+    """Validate the TOML file at `path` merged with the environment; raise ConfigError.
+
+    `overrides` replace whole top-level keys or update tables (the demo and tests use them).
+    """
+    data: dict[str, Any] = read_toml(path) if path is not None else {}
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    database_url = os.environ.get("DATABASE_URL")
+    if database_url and not data.get("postgres", {}).get("dsn"):
+        data["postgres"] = {**data.get("postgres", {}), "dsn": database_url}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

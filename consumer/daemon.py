@@ -1,0 +1,240 @@
+"""The composition root: settings in, a running worker with health endpoints out."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+import structlog
+
+from consumer.config import Settings
+from consumer.dead_letter import DeadLetterSink
+from consumer.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
+from consumer.dynamodb_streams_source import DynamoDBStreamsSource
+from consumer.health import HealthServer, Heartbeat
+from consumer.kinesis_source import KinesisSource
+from consumer.lease import Lease
+from consumer.lease_coordinator import LeaseCoordinator
+from consumer.lease_store import DynamoDBLeaseStore
+from consumer.metrics import Metrics
+from consumer.pipeline import FailurePolicy, Pipeline
+from consumer.position import LATEST, TRIM_HORIZON, StartPosition
+from consumer.prefetch import Prefetcher
+from consumer.projection_loader import load_projections
+from consumer.resources import SharedResources
+from consumer.retry import Backoff
+from consumer.shard import ShardInfo
+from consumer.shard_consumer import ShardConsumer
+from consumer.shard_reader import StreamSource
+from consumer.worker import Worker, WorkerTimings
+from projections.projection import Projection
+
+log = structlog.get_logger(__name__)
+
+
+def build_source(settings: Settings, resources: SharedResources) -> StreamSource:
+    """DynamoDB Streams or Kinesis, as `[source]` says."""
+    src, polling = settings.source, settings.polling
+    if src.kind == "dynamodb":
+        return DynamoDBStreamsSource(
+            resources.aws_client("dynamodbstreams"),
+            resources.aws_client("dynamodb"),
+            stream_arn=src.stream_arn or None,
+            table_name=src.table or None,
+            max_records=polling.max_records,
+            min_interval_seconds=polling.min_interval_seconds,
+        )
+    return KinesisSource(
+        resources.aws_client("kinesis"),
+        stream_name=src.stream_name or None,
+        stream_arn=src.stream_arn or None,
+        max_records=polling.max_records,
+        min_interval_seconds=polling.min_interval_seconds,
+    )
+
+
+def build_decoder(settings: Settings, source: StreamSource) -> Decoder:
+    """The decoder matching the source and its payload format."""
+    if settings.source.kind == "dynamodb":
+        return DynamoDBStreamsDecoder(source.stream_id)
+    return KinesisDecoder(source.stream_id, fmt=settings.source.format)
+
+
+def start_position(lease: Lease, settings: Settings) -> StartPosition:
+    """Where to read a leased shard from: its checkpoint, or the configured initial position."""
+    checkpoint = lease.checkpoint
+    if checkpoint == "TRIM_HORIZON":
+        return TRIM_HORIZON
+    if checkpoint == "LATEST":
+        return LATEST
+    if checkpoint == "AT_TIMESTAMP":
+        ts = settings.source.initial_timestamp
+        stamp = ts.replace(tzinfo=ts.tzinfo or UTC).timestamp() if ts else None
+        return StartPosition("AT_TIMESTAMP", timestamp=stamp)
+    # Checkpoints fall on batch boundaries, after every sub-record of an aggregate was
+    # applied, so resuming after the sequence number never skips nor repeats a sub-record.
+    return StartPosition.after(checkpoint)
+
+
+@dataclass
+class Daemon:
+    """The assembled parts, so the CLI, the demo and tests can drive and inspect them."""
+
+    settings: Settings
+    resources: SharedResources
+    metrics: Metrics
+    heartbeat: Heartbeat
+    source: StreamSource
+    coordinator: LeaseCoordinator
+    worker: Worker
+    projections: list[Projection]
+    health: HealthServer | None = None
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once the first shard sync is done and the last loop step succeeded."""
+        if not self.worker.synced.is_set():
+            return False, "shard sync not done yet"
+        if self.worker.last_error:
+            return False, self.worker.last_error
+        return True, "ok"
+
+
+def build_daemon(
+    settings: Settings,
+    *,
+    projections: Sequence[Projection] | None = None,
+    dead_letters: DeadLetterSink | None = None,
+    metrics: Metrics | None = None,
+) -> Daemon:
+    """Assemble every part from settings; nothing is started yet."""
+    resources = SharedResources(settings.aws, settings.postgres)
+    metrics = metrics or Metrics()
+    heartbeat = Heartbeat()
+    source = build_source(settings, resources)
+    decoder = build_decoder(settings, source)
+    loaded = (
+        list(projections)
+        if projections is not None
+        else load_projections(settings.projections, resources)
+    )
+    if dead_letters is None and settings.dead_letter.queue_url:
+        from consumer.sqs_dead_letter import SqsDeadLetterSink
+
+        dead_letters = SqsDeadLetterSink.from_settings(settings.dead_letter, resources)
+    store = DynamoDBLeaseStore(resources.aws_client("dynamodb"), settings.lease_table)
+    worker_id = settings.resolved_worker_id
+    leases = settings.leases
+    coordinator = LeaseCoordinator(
+        store,
+        worker_id,
+        failover_seconds=leases.failover_seconds,
+        renew_interval=leases.renew_interval_seconds,
+        take_interval=leases.take_interval_seconds,
+        max_leases_per_worker=leases.max_leases_per_worker or None,
+    )
+    policy = FailurePolicy(
+        backoff_base_seconds=settings.retry.base_seconds,
+        backoff_cap_seconds=settings.retry.cap_seconds,
+    )
+
+    def make_consumer(
+        lease: Lease, on_end: Callable[[str, tuple[ShardInfo, ...]], None]
+    ) -> ShardConsumer:
+        shard_id = lease.lease_key
+        abandon = threading.Event()
+        stream = source.stream_id
+
+        def stalled(flag: bool) -> None:
+            metrics.set_shard_state(stream, shard_id, "stalled" if flag else "running")
+
+        prefetcher = Prefetcher(
+            stream=stream,
+            shard_id=shard_id,
+            open_reader=lambda start: source.open_reader(shard_id, start),
+            start=start_position(lease, settings),
+            decoder=decoder,
+            metrics=metrics,
+            prefetch_batches=settings.polling.prefetch_batches,
+            idle_backoff_seconds=settings.polling.idle_backoff_seconds,
+            backoff=Backoff(settings.retry.base_seconds, settings.retry.cap_seconds),
+            on_error=metrics.record_retry,
+        )
+        pipeline = Pipeline(
+            stream=stream,
+            shard_id=shard_id,
+            projections=loaded,
+            metrics=metrics,
+            dead_letters=dead_letters,
+            policy=policy,
+            abandon=abandon,
+            on_stalled=stalled,
+        )
+        return ShardConsumer(
+            stream=stream,
+            shard_id=shard_id,
+            prefetcher=prefetcher,
+            pipeline=pipeline,
+            checkpointer=coordinator,
+            metrics=metrics,
+            abandon=abandon,
+            on_shard_end=on_end,
+            backoff=Backoff(settings.retry.base_seconds, settings.retry.cap_seconds),
+        )
+
+    worker = Worker(
+        source=source,
+        coordinator=coordinator,
+        make_consumer=make_consumer,
+        metrics=metrics,
+        heartbeat=heartbeat,
+        initial_checkpoint=settings.source.initial_position,
+        timings=WorkerTimings(
+            shard_sync_seconds=leases.shard_sync_interval_seconds,
+            shutdown_deadline_seconds=settings.shutdown.deadline_seconds,
+        ),
+    )
+    return Daemon(settings, resources, metrics, heartbeat, source, coordinator, worker, loaded)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT ask for a graceful stop; a second one is handled the same way."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal received; stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_daemon(
+    daemon: Daemon,
+    stop: threading.Event,
+    *,
+    serve_http: bool = True,
+    until: Callable[[], bool] | None = None,
+) -> int:
+    """Start the health server, ensure the lease table, run the worker until stopped."""
+    settings = daemon.settings
+    if serve_http:
+        daemon.health = HealthServer(
+            daemon.metrics,
+            daemon.heartbeat,
+            settings.http.host,
+            settings.http.port,
+            settings.http.heartbeat_timeout_seconds,
+            daemon.readiness,
+        )
+        daemon.health.start()
+        log.info("http listening", port=daemon.health.port)
+    try:
+        daemon.coordinator.store.ensure_table()
+        return daemon.worker.run(stop, until=until)
+    finally:
+        if daemon.health is not None:
+            daemon.health.stop()
+        daemon.resources.close()

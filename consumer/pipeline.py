@@ -1,0 +1,232 @@
+"""Apply one batch through every projection: wait out outages, isolate and dead-letter poison.
+
+A batch is done when every projection has durably applied each record or the record has been
+durably dead-lettered; only then may the shard loop checkpoint past it (DESIGN.md, inv. 1, 5).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from consumer.classify import classify
+from consumer.dead_letter import DeadLetter, DeadLetterSink
+from consumer.errors import DecodeError, StreamProjectorError
+from consumer.metrics import Metrics
+from consumer.prefetch import FetchedBatch
+from consumer.record import ChangeRecord, RawRecord
+from consumer.retry import Backoff, pause
+from projections.projection import Projection
+
+log = structlog.get_logger(__name__)
+
+DECODE_STAGE = "(decode)"
+
+
+class BatchAbandoned(StreamProjectorError):
+    """The shard was told to stop while the batch still waited on a retry: not checkpointed."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePolicy:
+    """How poison is told apart from bad luck: attempts on one record before it is dead-lettered."""
+
+    max_attempts: int = 3
+    backoff_base_seconds: float = 0.1
+    backoff_cap_seconds: float = 30.0
+
+
+@dataclass(slots=True)
+class _Failure:
+    error: BaseException
+    attempts: int
+    first: float
+    last: float
+
+
+class Pipeline:
+    """Runs a shard's batches through its projections, one batch at a time, in order."""
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        shard_id: str,
+        projections: Sequence[Projection],
+        metrics: Metrics,
+        dead_letters: DeadLetterSink | None,
+        policy: FailurePolicy,
+        abandon: threading.Event,
+        on_stalled: Callable[[bool], None] = lambda stalled: None,
+    ) -> None:
+        self._stream = stream
+        self._shard_id = shard_id
+        self._projections = list(projections)
+        self._metrics = metrics
+        self._dead_letters = dead_letters
+        self._policy = policy
+        self._abandon = abandon
+        self._on_stalled = on_stalled
+
+    def process(self, batch: FetchedBatch) -> None:
+        """Apply the batch everywhere, or raise BatchAbandoned; never skip a record silently."""
+        if batch.undecodable:
+            self._dead_letter_undecodable(batch.undecodable)
+        for projection in self._projections:
+            self._apply_isolating(projection, batch.records, leaf_attempts=True)
+        self._on_stalled(False)
+
+    # -- projections ------------------------------------------------------------------------
+
+    def _apply_isolating(
+        self, projection: Projection, records: Sequence[ChangeRecord], *, leaf_attempts: bool
+    ) -> None:
+        """Apply; on a deterministic failure bisect until the poison record stands alone.
+
+        The whole batch gets `max_attempts` tries first (a fluke passes on retry); the halves of
+        a bisection get one try each, since the failure is already shown to be deterministic;
+        a single record gets `max_attempts` again before it is dead-lettered.
+        """
+        if not records:
+            return
+        allowed = self._policy.max_attempts if (leaf_attempts or len(records) == 1) else 1
+        backoff = self._backoff()
+        failure: _Failure | None = None
+        while True:
+            try:
+                outcome = projection.apply(records)
+            except Exception as exc:  # classified below: nothing is swallowed
+                now = time.time()
+                if classify(exc) == "transient":
+                    self._metrics.record_retry("transient")
+                    self._wait(backoff, projection.name, exc, stalled=True)
+                    continue
+                failure = (
+                    _Failure(exc, 1, now, now)
+                    if failure is None
+                    else _Failure(exc, failure.attempts + 1, failure.first, now)
+                )
+                self._metrics.record_retry("poison")
+                if failure.attempts < allowed:
+                    self._wait(backoff, projection.name, exc, stalled=False)
+                    continue
+                break
+            else:
+                self._metrics.record_outcome(
+                    projection.name, outcome.applied, outcome.stale_skipped, outcome.filtered
+                )
+                return
+        if len(records) > 1:
+            middle = len(records) // 2
+            log.info("bisecting a failing batch", projection=projection.name, size=len(records))
+            self._apply_isolating(projection, records[:middle], leaf_attempts=False)
+            self._apply_isolating(projection, records[middle:], leaf_attempts=False)
+            return
+        self._dead_letter_record(projection.name, records[0], failure)
+
+    def _dead_letter_record(self, projection: str, record: ChangeRecord, failure: _Failure) -> None:
+        letter = DeadLetter(
+            source=record.source,
+            stream=record.stream,
+            shard_id=record.shard_id,
+            sequence_number=record.sequence_number,
+            sub_sequence_number=record.sub_sequence_number,
+            event_id=record.event_id,
+            approximate_creation_time=record.approximate_creation_time,
+            projection=projection,
+            reason="projection_error",
+            error_type=type(failure.error).__name__,
+            error_message=str(failure.error)[:2000],
+            attempts=failure.attempts,
+            first_failure_time=failure.first,
+            last_failure_time=failure.last,
+            record=record.raw,
+        )
+        self._send([letter])
+        self._metrics.record_dead_letter(projection, letter.reason)
+
+    def _dead_letter_undecodable(self, failures: list[tuple[RawRecord, DecodeError]]) -> None:
+        now = time.time()
+        letters = [
+            DeadLetter(
+                source="",
+                stream=self._stream,
+                shard_id=self._shard_id,
+                sequence_number=raw.sequence_number,
+                sub_sequence_number=0,
+                event_id="",
+                approximate_creation_time=raw.approximate_arrival,
+                projection=DECODE_STAGE,
+                reason="decode_error",
+                error_type=type(error).__name__,
+                error_message=str(error)[:2000],
+                attempts=1,
+                first_failure_time=now,
+                last_failure_time=now,
+                record=raw.payload,
+            )
+            for raw, error in failures
+        ]
+        self._send(letters)
+        for letter in letters:
+            self._metrics.record_dead_letter(DECODE_STAGE, letter.reason)
+
+    # -- delivery and waiting ---------------------------------------------------------------
+
+    def _send(self, letters: list[DeadLetter]) -> None:
+        """Deliver dead letters; until that succeeds the shard stalls (it never skips)."""
+        backoff = self._backoff()
+        while True:
+            if self._dead_letters is None:
+                # Without a dead-letter queue, skipping would lose data: stall visibly instead.
+                log.error(
+                    "poison record and no dead_letter.queue_url configured: the shard stalls",
+                    sequence_number=letters[0].sequence_number,
+                    projection=letters[0].projection,
+                    error_type=letters[0].error_type,
+                    error=letters[0].error_message,
+                )
+                self._wait(backoff, letters[0].projection, None, stalled=True)
+                continue
+            try:
+                self._dead_letters.send(letters)
+            except Exception as exc:  # any delivery failure is an outage of the dead-letter sink
+                self._metrics.record_retry("transient")
+                self._wait(backoff, "(dead-letter)", exc, stalled=True)
+                continue
+            for letter in letters:
+                log.warning(
+                    "record dead-lettered",
+                    sequence_number=letter.sequence_number,
+                    projection=letter.projection,
+                    reason=letter.reason,
+                    error_type=letter.error_type,
+                    attempts=letter.attempts,
+                )
+            return
+
+    def _wait(
+        self, backoff: Backoff, projection: str, exc: BaseException | None, *, stalled: bool
+    ) -> None:
+        delay = backoff.next_delay()
+        if stalled:
+            self._on_stalled(True)
+        if exc is not None:
+            log.warning(
+                "batch failed; retrying",
+                projection=projection,
+                kind="transient" if stalled else "poison",
+                error_type=type(exc).__name__,
+                error=str(exc)[:500],
+                attempt=backoff.attempt,
+                delay_seconds=round(delay, 3),
+            )
+        if pause(self._abandon, delay):
+            raise BatchAbandoned(f"shard {self._shard_id}: stopped while retrying")
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self._policy.backoff_base_seconds, self._policy.backoff_cap_seconds)

@@ -1,0 +1,197 @@
+"""Fetch and decode a shard ahead of processing, into a queue bounded in batches.
+
+The queue holds at most `prefetch_batches` pages of at most `max_records` each, plus the one
+being processed: memory per shard is bounded whatever the backlog (DESIGN.md, invariant 6).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from consumer.decode import Decoder
+from consumer.errors import DecodeError, ThrottledError, TransientError, TrimmedDataError
+from consumer.metrics import Metrics
+from consumer.position import TRIM_HORIZON, StartPosition
+from consumer.record import ChangeRecord, RawRecord
+from consumer.retry import Backoff, pause
+from consumer.shard import ShardInfo
+from consumer.shard_reader import ShardReader
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class FetchedBatch:
+    """One decoded page: the records, the ones that failed to decode, and where it ends."""
+
+    records: list[ChangeRecord]
+    undecodable: list[tuple[RawRecord, DecodeError]] = field(default_factory=list)
+    last_sequence: str | None = None
+    last_sub_sequence: int = 0
+    shard_end: bool = False
+    child_shards: tuple[ShardInfo, ...] = ()
+    fetched_at: float = 0.0
+
+    @property
+    def empty(self) -> bool:
+        """No record at all: nothing to apply and nothing to checkpoint."""
+        return self.last_sequence is None
+
+
+def decode_page(decoder: Decoder, shard_id: str, raws: list[RawRecord]) -> FetchedBatch:
+    """Decode every record of a page; a record that fails is kept aside, never dropped."""
+    batch = FetchedBatch(records=[])
+    for raw in raws:
+        try:
+            decoded = decoder.decode(raw, shard_id)
+        except DecodeError as exc:
+            batch.undecodable.append((raw, exc))
+            continue
+        batch.records.extend(decoded)
+    if raws:
+        batch.last_sequence = raws[-1].sequence_number
+        if batch.records and batch.records[-1].sequence_number == batch.last_sequence:
+            batch.last_sub_sequence = batch.records[-1].sub_sequence_number
+    return batch
+
+
+class Prefetcher:
+    """A thread that keeps the shard's queue full, pacing itself like the KCL's prefetcher."""
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        shard_id: str,
+        open_reader: Callable[[StartPosition], ShardReader],
+        start: StartPosition,
+        decoder: Decoder,
+        metrics: Metrics,
+        prefetch_batches: int,
+        idle_backoff_seconds: float,
+        backoff: Backoff,
+        on_error: Callable[[str], None] = lambda kind: None,
+    ) -> None:
+        self._stream = stream
+        self._shard_id = shard_id
+        self._open_reader = open_reader
+        self._start = start
+        self._decoder = decoder
+        self._metrics = metrics
+        self._idle_backoff = idle_backoff_seconds
+        self._backoff = backoff
+        self._on_error = on_error
+        self.queue: queue.Queue[FetchedBatch] = queue.Queue(maxsize=prefetch_batches)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"prefetch-{shard_id}", daemon=True)
+        self.caught_up = threading.Event()
+
+    def start(self) -> None:
+        """Begin fetching in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop fetching; a batch already queued stays for the consumer to drop."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the fetch thread to end."""
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from consumer.log import bind_thread
+
+        bind_thread(stream=self._stream, shard=self._shard_id)
+        reader = self._open_with_retry(self._start)
+        try:
+            while reader is not None and not self._stop.is_set():
+                reader = self._fetch_once(reader)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _open_with_retry(self, start: StartPosition) -> ShardReader | None:
+        while not self._stop.is_set():
+            try:
+                return self._open_reader(start)
+            except TrimmedDataError:
+                log.error(
+                    "data lost upstream: start position is past retention, reading "
+                    "from TRIM_HORIZON",
+                    start=start.iterator_type,
+                )
+                self._metrics.record_trimmed(self._stream, self._shard_id)
+                start = TRIM_HORIZON
+            except TransientError as exc:
+                self._wait_after_error("transient", exc)
+        return None
+
+    def _fetch_once(self, reader: ShardReader) -> ShardReader | None:
+        began = time.monotonic()
+        try:
+            page = reader.next_batch()
+        except ThrottledError as exc:
+            self._metrics.record_throttle(self._stream, self._shard_id)
+            self._wait_after_error("throttle", exc)
+            return reader
+        except TrimmedDataError:
+            log.error(
+                "data lost upstream: records expired from the stream before they were "
+                "read; continuing from TRIM_HORIZON"
+            )
+            self._metrics.record_trimmed(self._stream, self._shard_id)
+            reader.close()
+            return self._open_with_retry(TRIM_HORIZON)
+        except TransientError as exc:
+            self._wait_after_error("transient", exc)
+            return reader
+        self._backoff.reset()
+        raws = list(page.records)
+        newest = raws[-1].approximate_arrival if raws else None
+        self._metrics.record_fetch(
+            self._stream,
+            self._shard_id,
+            len(raws),
+            newest,
+            page.millis_behind_latest,
+            time.monotonic() - began,
+        )
+        batch = decode_page(self._decoder, self._shard_id, raws)
+        batch.shard_end = page.shard_end
+        batch.child_shards = page.child_shards
+        batch.fetched_at = time.time()
+        if batch.empty and not batch.shard_end:
+            self.caught_up.set()
+            pause(self._stop, self._idle_backoff)
+            return reader
+        self.caught_up.clear()
+        self._put(batch)
+        if batch.shard_end:
+            return None
+        return reader
+
+    def _put(self, batch: FetchedBatch) -> None:
+        # Blocks while the queue is full: that is the bound on memory per shard.
+        while not self._stop.is_set():
+            try:
+                self.queue.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _wait_after_error(self, kind: str, exc: Exception) -> None:
+        delay = self._backoff.next_delay()
+        self._on_error(kind)
+        log.warning(
+            "get_records failed; backing off",
+            kind=kind,
+            error=str(exc),
+            delay_seconds=round(delay, 3),
+        )
+        pause(self._stop, delay)

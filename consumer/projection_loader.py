@@ -1,0 +1,51 @@
+"""Build the configured projections from `[[projections]]`: a class by import path + settings."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+from consumer.config import ProjectionSettings
+from consumer.errors import ConfigError
+from projections.projection import Projection, Resources
+
+
+def load_class(path: str, where: str) -> type:
+    """Import `module:Class`; a ConfigError names the setting `where` when it fails."""
+    module_name, _, class_name = path.partition(":")
+    if not module_name or not class_name:
+        raise ConfigError(f"{where}: expected 'module:Class', got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{where}: cannot import module {module_name!r}: {exc}") from exc
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise ConfigError(f"{where}: module {module_name!r} has no {class_name!r}") from None
+
+
+def load_projections(
+    entries: Sequence[ProjectionSettings], resources: Resources
+) -> list[Projection]:
+    """One projection per entry, in file order; names must be unique (they label metrics)."""
+    seen: set[str] = set()
+    projections: list[Projection] = []
+    for index, entry in enumerate(entries):
+        where = f"projections[{index}]"
+        if entry.name in seen:
+            raise ConfigError(f"{where}.name: duplicate projection name {entry.name!r}")
+        seen.add(entry.name)
+        cls = load_class(entry.class_, f"{where}.class")
+        factory = getattr(cls, "from_config", None)
+        if factory is None:
+            raise ConfigError(f"{where}.class: {entry.class_} has no from_config classmethod")
+        try:
+            projections.append(factory(entry.name, entry.settings, resources))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.settings: {exc}") from exc
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ConfigError(f"{where}.settings: {type(exc).__name__}: {exc}") from exc
+    if not projections:
+        raise ConfigError("projections: at least one [[projections]] entry is required")
+    return projections

@@ -1,0 +1,197 @@
+"""One shard, start to end: fetch → decode → apply → checkpoint, in order, on its own thread."""
+
+from __future__ import annotations
+
+import enum
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from consumer.errors import LeaseLostError, TransientError
+from consumer.log import bind_thread
+from consumer.metrics import Metrics
+from consumer.pipeline import BatchAbandoned, Pipeline
+from consumer.prefetch import FetchedBatch, Prefetcher
+from consumer.retry import Backoff, pause
+from consumer.shard import ShardInfo
+
+log = structlog.get_logger(__name__)
+
+
+class Checkpointer(Protocol):
+    """Records progress in the lease table, fenced by lease ownership (DESIGN.md, inv. 3)."""
+
+    def checkpoint(self, shard_id: str, sequence: str, sub_sequence: int = 0) -> object:
+        """Raise LeaseLostError when this worker no longer owns the shard."""
+        ...
+
+    def mark_shard_end(self, shard_id: str) -> object:
+        """Checkpoint SHARD_END: every record of the shard was applied."""
+        ...
+
+
+class ShardExit(enum.Enum):
+    """Why a shard consumer ended."""
+
+    FINISHED = "finished"  # read and applied to SHARD_END
+    STOPPED = "stopped"  # graceful stop between batches
+    ABANDONED = "abandoned"  # stop deadline passed while a batch waited on retries
+    LOST = "lost"  # the lease went to another worker
+
+
+class ShardConsumer:
+    """Drives a Prefetcher and a Pipeline for one shard; checkpoints only what is fully applied."""
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        shard_id: str,
+        prefetcher: Prefetcher,
+        pipeline: Pipeline,
+        checkpointer: Checkpointer,
+        metrics: Metrics,
+        abandon: threading.Event,
+        on_shard_end: Callable[[str, tuple[ShardInfo, ...]], None],
+        backoff: Backoff,
+    ) -> None:
+        self.stream = stream
+        self.shard_id = shard_id
+        self._prefetcher = prefetcher
+        self._pipeline = pipeline
+        self._checkpointer = checkpointer
+        self._metrics = metrics
+        self._abandon = abandon
+        self._on_shard_end = on_shard_end
+        self._backoff = backoff
+        self._stopping = threading.Event()
+        self._lost = threading.Event()
+        self._in_flight = threading.Event()
+        self.exit: ShardExit | None = None
+        self._thread = threading.Thread(target=self._run, name=f"shard-{shard_id}", daemon=True)
+
+    # -- control, from the worker's thread ---------------------------------------------------
+
+    def start(self) -> None:
+        """Start fetching and processing."""
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Graceful: stop fetching, finish the batch in flight, checkpoint it, exit."""
+        self._stopping.set()
+        self._prefetcher.stop()
+
+    def abandon(self) -> None:
+        """The stop deadline passed: give up the batch in flight without checkpointing it."""
+        self._stopping.set()
+        self._abandon.set()
+        self._prefetcher.stop()
+
+    def lease_lost(self) -> None:
+        """The lease is gone: stop at once and never checkpoint this shard again."""
+        self._lost.set()
+        self._abandon.set()
+        self._prefetcher.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end."""
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """The thread is still running."""
+        return self._thread.is_alive()
+
+    @property
+    def caught_up(self) -> bool:
+        """The last GetRecords returned nothing and nothing waits to be applied."""
+        return (
+            self._prefetcher.caught_up.is_set()
+            and self._prefetcher.queue.empty()
+            and not self._in_flight.is_set()
+        )
+
+    # -- the loop, on the shard's thread ----------------------------------------------------
+
+    def _run(self) -> None:
+        bind_thread(stream=self.stream, shard=self.shard_id)
+        self._metrics.set_shard_state(self.stream, self.shard_id, "running")
+        self._prefetcher.start()
+        try:
+            self.exit = self._loop()
+        finally:
+            self._prefetcher.stop()
+            self._in_flight.clear()
+        log.info("shard consumer ended", exit=self.exit.value if self.exit else None)
+
+    def _loop(self) -> ShardExit:
+        while True:
+            if self._lost.is_set():
+                return ShardExit.LOST
+            if self._stopping.is_set():
+                # Batches fetched but not started are dropped: the next owner reads them again.
+                return ShardExit.STOPPED
+            try:
+                batch = self._prefetcher.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self._in_flight.set()
+            try:
+                exit_ = self._handle(batch)
+            finally:
+                self._in_flight.clear()
+            if exit_ is not None:
+                return exit_
+
+    def _handle(self, batch: FetchedBatch) -> ShardExit | None:
+        began = time.monotonic()
+        if batch.last_sequence is not None:
+            structlog.contextvars.bind_contextvars(sequence_number=batch.last_sequence)
+        try:
+            self._pipeline.process(batch)
+        except BatchAbandoned:
+            return ShardExit.LOST if self._lost.is_set() else ShardExit.ABANDONED
+        if self._lost.is_set():
+            return ShardExit.LOST
+        try:
+            self._checkpoint(batch)
+        except LeaseLostError as exc:
+            log.warning("lease lost at checkpoint; stopping the shard", error=str(exc))
+            self._lost.set()
+            return ShardExit.LOST
+        except BatchAbandoned:
+            return ShardExit.ABANDONED
+        self._metrics.observe_batch(self.stream, self.shard_id, time.monotonic() - began)
+        if batch.shard_end:
+            self._metrics.set_shard_state(self.stream, self.shard_id, "finished")
+            log.info("shard finished", children=[c.shard_id for c in batch.child_shards])
+            self._on_shard_end(self.shard_id, batch.child_shards)
+            return ShardExit.FINISHED
+        return None
+
+    def _checkpoint(self, batch: FetchedBatch) -> None:
+        if batch.empty and not batch.shard_end:
+            return
+        while True:
+            try:
+                if batch.shard_end:
+                    self._checkpointer.mark_shard_end(self.shard_id)
+                else:
+                    assert batch.last_sequence is not None
+                    self._checkpointer.checkpoint(
+                        self.shard_id, batch.last_sequence, batch.last_sub_sequence
+                    )
+            except TransientError as exc:
+                self._metrics.record_retry("transient")
+                delay = self._backoff.next_delay()
+                log.warning("checkpoint failed; retrying", error=str(exc), delay_seconds=delay)
+                if pause(self._abandon, delay):
+                    raise BatchAbandoned("stopped while retrying a checkpoint") from exc
+                continue
+            self._backoff.reset()
+            self._metrics.record_checkpoint(self.stream, self.shard_id)
+            return
