@@ -58,21 +58,18 @@ def rows_from_leases(
 
 
 def render_table(rows: Sequence[ShardStatus]) -> str:
-    """Aligned text columns, one line per shard, with a header line."""
+    """Aligned text columns, one line per shard, with a header line (no trailing newline)."""
     lines = [COLUMNS] + [_cells(row) for row in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-    return (
-        "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-            for line in lines
-        )
-        + "\n"
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
     )
 
 
 def render_json(rows: Sequence[ShardStatus]) -> str:
-    """A JSON array of the rows, with the dataclass field names as keys."""
-    return json.dumps([_as_json(row) for row in rows], indent=2) + "\n"
+    """A JSON array of the rows, with the dataclass field names as keys (no trailing newline)."""
+    return json.dumps([_as_json(row) for row in rows], indent=2)
 
 
 def _cells(row: ShardStatus) -> tuple[str, ...]:

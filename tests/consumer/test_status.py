@@ -115,3 +115,8 @@ def test_rows_from_leases_sorts_by_shard_and_attaches_known_iterator_ages() -> N
         ShardStatus("shard-a", (), None, SENTINEL_SHARD_END, "finished", None),
         ShardStatus("shard-b", ("shard-a",), "w1", "7", "running", 1.5),
     ]
+
+
+def test_output_has_no_trailing_newline_so_echo_prints_no_blank_line() -> None:
+    assert not render_table(ROWS).endswith("\n")
+    assert not render_json(ROWS).endswith("\n")
