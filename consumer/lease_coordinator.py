@@ -128,19 +128,19 @@ class LeaseCoordinator:
 
         A TransientError leaves the lease held: the caller retries the checkpoint.
         """
-        return self._checkpoint(shard_id, sequence, sub_sequence, finish=False)
+        return self._checkpoint(shard_id, sequence, sub_sequence)
 
     def mark_shard_end(self, shard_id: str) -> Lease:
         """Checkpoint SHARD_END: the shard is done and its children may start.
 
-        The finished lease leaves `held` (nothing more to read or renew); like the KCL, its
-        item keeps the owner, and no worker ever takes a finished lease.
+        The finished lease stays held, unrenewed, until the worker releases it; no worker
+        ever takes a finished lease, and it no longer counts toward the balance.
         """
-        finished = self._checkpoint(shard_id, SENTINEL_SHARD_END, 0, finish=True)
+        finished = self.checkpoint(shard_id, SENTINEL_SHARD_END)
         log.info("lease finished", shard=shard_id, worker=self.worker_id)
         return finished
 
-    def _checkpoint(self, shard_id: str, sequence: str, sub_sequence: int, finish: bool) -> Lease:
+    def _checkpoint(self, shard_id: str, sequence: str, sub_sequence: int) -> Lease:
         with self._key_lock(shard_id):
             lease = self._current(shard_id)
             try:
@@ -149,11 +149,6 @@ class LeaseCoordinator:
                 self._lose(shard_id, reason="checkpoint rejected")
                 raise
             self._keep(updated, renewed=True)
-            if finish:
-                # Inside the lease's lock, so a renewal cannot put it back into `held`.
-                with self._lock:
-                    self._held.pop(shard_id, None)
-                    self._renewed_at.pop(shard_id, None)
         return updated
 
     def release(self, shard_id: str) -> None:
@@ -225,7 +220,8 @@ class LeaseCoordinator:
                 with self._lock:
                     lease = self._held.get(shard_id)
                     renewed_at = self._renewed_at.get(shard_id, now)
-                if lease is None:
+                # A finished lease has nothing left to protect; renewing it would only cost.
+                if lease is None or lease.finished:
                     continue
                 try:
                     self._keep(self._store.renew(lease), renewed=True)

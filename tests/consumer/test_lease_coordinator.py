@@ -211,7 +211,7 @@ def test_children_start_at_trim_horizon_and_wait_for_every_parent(
     assert not a.parents_done("merged")
 
     a.mark_shard_end("parent")  # split: both children may start
-    assert not a.is_held("parent")
+    assert a.held()["parent"].finished
     assert a.parents_done("left")
     assert a.parents_done("right")
     a.mark_shard_end("left")
@@ -242,18 +242,28 @@ def test_parents_done_sees_another_workers_shard_end_after_the_next_listing(
     assert other.parents_done("child")
 
 
-def test_finished_leases_are_never_taken_again(store: DynamoDBLeaseStore) -> None:
+def test_finished_leases_are_not_renewed_and_never_taken_again(
+    store: DynamoDBLeaseStore,
+) -> None:
     clock = FakeClock()
     a = coordinator(store, "worker-a", clock)
     b = coordinator(store, "worker-b", clock)
     a.ensure_leases(shards("shard-1"), SENTINEL_TRIM_HORIZON)
     a.tick()
-    a.mark_shard_end("shard-1")
-    for _ in range(4):
+    finished = a.mark_shard_end("shard-1")
+    for _ in range(3):
+        clock.advance(FAILOVER)
+        a.tick()
+        b.tick()
+    assert store.get("shard-1") == finished  # untouched: no renewals of a finished lease
+    assert b.held() == {}
+    a.release("shard-1")
+    for _ in range(3):
         clock.advance(FAILOVER)
         a.tick()
         b.tick()
     assert a.held() == b.held() == {}
+    assert store.get("shard-1").checkpoint == SENTINEL_SHARD_END  # type: ignore[union-attr]
 
 
 def test_checkpoints_from_shard_threads_never_race_renewals(store: DynamoDBLeaseStore) -> None:
