@@ -89,6 +89,7 @@ class Daemon:
     metrics: Metrics
     heartbeat: Heartbeat
     source: StreamSource
+    store: DynamoDBLeaseStore
     coordinator: LeaseCoordinator
     worker: Worker
     projections: list[Projection]
@@ -135,6 +136,7 @@ def build_daemon(
         renew_interval=leases.renew_interval_seconds,
         take_interval=leases.take_interval_seconds,
         max_leases_per_worker=leases.max_leases_per_worker or None,
+        on_lost=lambda shard_id: metrics.lease_event("lost"),
     )
     policy = FailurePolicy(
         backoff_base_seconds=settings.retry.base_seconds,
@@ -197,7 +199,9 @@ def build_daemon(
             shutdown_deadline_seconds=settings.shutdown.deadline_seconds,
         ),
     )
-    return Daemon(settings, resources, metrics, heartbeat, source, coordinator, worker, loaded)
+    return Daemon(
+        settings, resources, metrics, heartbeat, source, store, coordinator, worker, loaded
+    )
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -232,7 +236,7 @@ def run_daemon(
         daemon.health.start()
         log.info("http listening", port=daemon.health.port)
     try:
-        daemon.coordinator.store.ensure_table()
+        daemon.store.ensure_table()
         return daemon.worker.run(stop, until=until)
     finally:
         if daemon.health is not None:

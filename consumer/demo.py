@@ -12,6 +12,8 @@ import click
 
 from consumer.config import Settings, load_settings
 from consumer.daemon import build_daemon, run_daemon
+from consumer.projection_loader import load_projections
+from consumer.resources import SharedResources
 
 TRIP_TABLE = "TripTable"
 SEARCH_TABLE = "TripSearchTable"
@@ -151,7 +153,12 @@ def use_demo_credentials() -> None:
 
 def start_moto() -> tuple[Any, str]:
     """moto's server in this process, on a free loopback port, over real HTTP."""
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    # werkzeug logs every request of the embedded server; the demo's output is the point.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -162,13 +169,14 @@ def start_moto() -> tuple[Any, str]:
 def seed(endpoint_url: str) -> Settings:
     """Create TripTable and the read model, and write the saga; returns the demo settings."""
     settings = demo_settings(endpoint_url)
-    daemon = build_daemon(settings)
-    create_trip_table(daemon.resources.aws_client("dynamodb"))
-    for projection in daemon.projections:
+    resources = SharedResources(settings.aws, settings.postgres)
+    dynamodb = resources.aws_client("dynamodb")
+    create_trip_table(dynamodb)
+    for projection in load_projections(settings.projections, resources):
         migrate = getattr(projection, "migrate", None)
         if migrate is not None:
             migrate()
-    write_saga(daemon.resources.aws_client("dynamodb"))
+    write_saga(dynamodb)
     return settings
 
 
@@ -194,27 +202,19 @@ def print_results(settings: Settings, echo: Callable[[str], None] = click.echo) 
     """Both search documents and the CONFIRMED search, as the seed's walkthrough shows them."""
     import orjson
 
-    from consumer.daemon import SharedResources
-    from projections.trip_search_query import search_trips
+    from projections.trip_search_query import plain_document, search_trips
 
-    resources = SharedResources(settings.aws, settings.postgres)
-    client = resources.aws_client("dynamodb")
+    def show(value: Any) -> str:
+        options = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        return orjson.dumps(value, default=str, option=options).decode()
+
+    client = SharedResources(settings.aws, settings.postgres).aws_client("dynamodb")
     for trip_id in ("trip-streams-001", "trip-streams-cancel-001"):
-        items, _ = search_trips(client, SEARCH_TABLE, trip_id=trip_id)
+        item = client.get_item(
+            TableName=SEARCH_TABLE, Key={"trip_id": {"S": trip_id}}, ConsistentRead=True
+        ).get("Item")
         echo(f"\n{SEARCH_TABLE}[{trip_id}]")
-        echo(
-            orjson.dumps(
-                items[0] if items else None,
-                default=str,
-                option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
-            ).decode()
-        )
+        echo(show(plain_document(item) if item else None))
     items, _ = search_trips(client, SEARCH_TABLE, status="CONFIRMED")
     echo("\nsearch trips --status CONFIRMED")
-    echo(
-        orjson.dumps(
-            {"trips": items, "count": len(items)},
-            default=str,
-            option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
-        ).decode()
-    )
+    echo(show({"trips": items, "count": len(items)}))

@@ -1,0 +1,90 @@
+"""Settings: TOML plus environment, and start-up errors that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consumer.config import load_settings
+from consumer.errors import ConfigError
+
+MINIMAL = """
+application = "trips"
+[source]
+kind = "dynamodb"
+table = "TripTable"
+[[projections]]
+name = "trip_search"
+class = "projections.trip_search:TripSearchProjection"
+[projections.settings]
+table = "TripSearchTable"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.source.table == "TripTable"
+    assert settings.lease_table == "trips-leases"
+    assert settings.leases.failover_seconds == 10
+    assert settings.polling.max_records == 1000
+    assert settings.http.port == 9102
+    assert settings.projections[0].class_ == "projections.trip_search:TripSearchProjection"
+    assert settings.projections[0].settings == {"table": "TripSearchTable"}
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_PROJECTOR_POLLING__MAX_RECORDS", "250")
+    monkeypatch.setenv("STREAM_PROJECTOR_LEASES__TABLE", "custom-leases")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/x")
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.polling.max_records == 250
+    assert settings.lease_table == "custom-leases"
+    assert settings.postgres.dsn == "postgresql://db/x"
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("[leases]\nfailover_secnds = 3\n", "leases.failover_secnds"),
+        ("[polling]\nmax_records = 0\n", "polling.max_records"),
+        ("[http]\nport = 70000\n", "http.port"),
+        ("[leases]\nfailover_seconds = 2\nrenew_interval_seconds = 3\n", "renew_interval_seconds"),
+    ],
+)
+def test_bad_setting_is_named(tmp_path: Path, extra: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_settings(write(tmp_path, MINIMAL + extra))
+
+
+def test_bad_environment_value_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAM_PROJECTOR_POLLING__MAX_RECORDS", "lots")
+    with pytest.raises(ConfigError, match="STREAM_PROJECTOR_POLLING__MAX_RECORDS"):
+        load_settings(write(tmp_path, MINIMAL))
+
+
+def test_source_must_name_a_stream(tmp_path: Path) -> None:
+    text = MINIMAL.replace('table = "TripTable"\n', "", 1)
+    with pytest.raises(ConfigError, match=r"source\.table or source\.stream_arn"):
+        load_settings(write(tmp_path, text))
+
+
+def test_at_timestamp_needs_kinesis_and_a_timestamp(tmp_path: Path) -> None:
+    text = MINIMAL.replace('table = "TripTable"', 'table = "T"\ninitial_position = "AT_TIMESTAMP"')
+    with pytest.raises(ConfigError, match="only on Kinesis"):
+        load_settings(write(tmp_path, text))
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "application = [unclosed"))
