@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -214,7 +215,7 @@ def test_get_records_is_spaced_by_the_min_interval(
     for _ in range(4):
         reader.next_batch()
 
-    gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
     assert len(gaps) == 3
     assert min(gaps) >= 0.149
 
