@@ -1,0 +1,1 @@
+"""Tests of the deploy/ files: Prometheus rules and config, the Grafana dashboard."""
