@@ -169,16 +169,19 @@ def search_trips_command(
     settings = _settings(config_path)
     table = _projection_setting(settings, projection, "table", "TripSearchTable")
     client = SharedResources(settings.aws, settings.postgres).aws_client("dynamodb")
-    items, token = search_trips(
-        client,
-        table,
-        status=status_,
-        departure_from=departure_from,
-        departure_to=departure_to,
-        hotel_prefix=hotel_prefix,
-        limit=limit,
-        next_token=next_token,
-    )
+    try:
+        items, token = search_trips(
+            client,
+            table,
+            status=status_,
+            departure_from=departure_from,
+            departure_to=departure_to,
+            hotel_prefix=hotel_prefix,
+            limit=limit,
+            next_token=next_token,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     body = {"trips": items, "count": len(items), "next_token": token}
     click.echo(orjson.dumps(body, default=str, option=orjson.OPT_INDENT_2).decode())
 

@@ -136,7 +136,7 @@ def build_daemon(
         renew_interval=leases.renew_interval_seconds,
         take_interval=leases.take_interval_seconds,
         max_leases_per_worker=leases.max_leases_per_worker or None,
-        on_lost=lambda shard_id: metrics.lease_event("lost"),
+        on_event=lambda kind, shard_id: metrics.lease_event(kind),
     )
     policy = FailurePolicy(
         backoff_base_seconds=settings.retry.base_seconds,
@@ -239,6 +239,10 @@ def run_daemon(
         daemon.store.ensure_table()
         return daemon.worker.run(stop, until=until)
     finally:
+        for projection in daemon.projections:
+            close = getattr(projection, "close", None)
+            if close is not None:
+                close()
         if daemon.health is not None:
             daemon.health.stop()
         daemon.resources.close()

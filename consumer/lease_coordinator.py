@@ -37,6 +37,7 @@ class LeaseCoordinator:
         max_leases_per_worker: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_lost: Callable[[str], None] | None = None,
+        on_event: Callable[[str, str], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -47,6 +48,8 @@ class LeaseCoordinator:
         self._max_leases = max_leases_per_worker
         self._clock = clock
         self._on_lost = on_lost
+        # (kind, shard id) for taken / stolen / released / lost: metrics hang off this.
+        self._on_event = on_event or (lambda kind, shard_id: None)
         self._rng = rng
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
@@ -173,6 +176,7 @@ class LeaseCoordinator:
                 return
             with self._lock:
                 self._listing[shard_id] = released
+        self._on_event("released", shard_id)
         log.info("lease released", shard=shard_id, worker=self.worker_id)
 
     def release_all(self) -> None:
@@ -211,6 +215,7 @@ class LeaseCoordinator:
         if lost is None:
             return
         log.warning("lease lost", shard=shard_id, worker=self.worker_id, reason=reason)
+        self._on_event("lost", shard_id)
         if self._on_lost is not None:
             self._on_lost(shard_id)
 
@@ -288,6 +293,7 @@ class LeaseCoordinator:
                     log.warning("lease claim failed", shard=lease.lease_key, detail=str(error))
                     return
                 self._keep(taken, renewed=True)
+            self._on_event(how, lease.lease_key)
             log.info(
                 f"lease {how}",
                 shard=lease.lease_key,

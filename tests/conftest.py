@@ -1,3 +1,3 @@
 """Fixtures shared by every test: the real servers live in tests/fixtures/."""
 
-pytest_plugins = ["tests.fixtures.aws"]
+pytest_plugins = ["tests.fixtures.aws", "tests.fixtures.postgres", "tests.fixtures.prometheus"]

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.health import HealthServer, Heartbeat
 from consumer.metrics import Metrics
-from tests.fixtures.prometheus import PrometheusServer, prometheus  # noqa: F401
+from tests.fixtures.prometheus import PrometheusServer
 from tests.fixtures.servers import wait_until
 
 NOW = 1_700_000_000.0
@@ -264,7 +264,7 @@ def test_forgotten_shard_disappears_from_the_metrics_endpoint(
 @pytest.mark.integration
 def test_real_prometheus_sees_iterator_age_per_shard_and_zero_after_catch_up(
     served_metrics: tuple[Metrics, HealthServer],
-    prometheus: Callable[[Sequence[str]], PrometheusServer],  # noqa: F811
+    prometheus: Callable[[Sequence[str]], PrometheusServer],
 ) -> None:
     metrics, server = served_metrics
     shards = ("shardId-000", "shardId-001")
