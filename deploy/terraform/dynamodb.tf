@@ -1,0 +1,85 @@
+locals {
+  lease_table_name = var.lease_table_name != "" ? var.lease_table_name : "${var.application}-leases"
+}
+
+# The write model. The daemon reads its stream; NEW_AND_OLD_IMAGES gives projections both
+# images (audit trail, threshold crossings, guards on the source sequence number).
+resource "aws_dynamodb_table" "source" {
+  name             = var.source_table_name
+  billing_mode     = "PAY_PER_REQUEST"
+  hash_key         = "PK"
+  range_key        = "SK"
+  stream_enabled   = true
+  stream_view_type = "NEW_AND_OLD_IMAGES"
+
+  attribute {
+    name = "PK"
+    type = "S"
+  }
+
+  attribute {
+    name = "SK"
+    type = "S"
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}
+
+# KCL-compatible lease table: one item per shard, keyed by leaseKey.
+resource "aws_dynamodb_table" "leases" {
+  name         = local.lease_table_name
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "leaseKey"
+
+  attribute {
+    name = "leaseKey"
+    type = "S"
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}
+
+# The trip search read model: one document per trip, searched by status and departure.
+resource "aws_dynamodb_table" "read_model" {
+  name         = var.read_model_table_name
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "trip_id"
+
+  attribute {
+    name = "trip_id"
+    type = "S"
+  }
+
+  attribute {
+    name = "flight_status"
+    type = "S"
+  }
+
+  attribute {
+    name = "departure_time"
+    type = "S"
+  }
+
+  global_secondary_index {
+    name            = "flight_status-departure_time-index"
+    hash_key        = "flight_status"
+    range_key       = "departure_time"
+    projection_type = "ALL"
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}
