@@ -61,14 +61,7 @@ class DynamoDBStreamsDecoder:
     def decode(self, raw: RawRecord, shard_id: str) -> list[ChangeRecord]:
         """One ChangeRecord for one stream record."""
         payload = raw.payload
-        try:
-            change = payload["dynamodb"]
-            event_name = payload["eventName"]
-            keys = change["Keys"]
-        except (KeyError, TypeError) as exc:
-            raise DecodeError(f"DynamoDB stream record lacks {_missing(exc)}") from None
-        if event_name not in EVENT_NAMES:
-            raise DecodeError(f"DynamoDB stream record has an unknown eventName {event_name!r}")
+        change, event_name, keys = _change_parts(payload, "DynamoDB stream record")
         view_type = change.get("StreamViewType")
         new_image = old_image = None
         # An image is decoded only where the view type carries one (KEYS_ONLY: none at all).
@@ -170,14 +163,7 @@ class KinesisDecoder:
         sub: int,
     ) -> ChangeRecord:
         """A DynamoDB change record that the Kinesis Data Streams integration wrote."""
-        try:
-            change = body["dynamodb"]
-            event_name = body["eventName"]
-            keys = change["Keys"]
-        except (KeyError, TypeError) as exc:
-            raise DecodeError(f"DynamoDB change record in Kinesis lacks {_missing(exc)}") from None
-        if event_name not in EVENT_NAMES:
-            raise DecodeError(f"DynamoDB change record has an unknown eventName {event_name!r}")
+        change, event_name, keys = _change_parts(body, "DynamoDB change record in Kinesis")
         new_image = change.get("NewImage")
         old_image = change.get("OldImage")
         return ChangeRecord(
@@ -232,6 +218,19 @@ class KinesisDecoder:
             size_bytes=size,
             raw=raw.payload,
         )
+
+
+def _change_parts(record: Any, what: str) -> tuple[dict[str, Any], Any, Any]:
+    """The `dynamodb` object, eventName and Keys every DynamoDB change record must have."""
+    try:
+        change = record["dynamodb"]
+        event_name = record["eventName"]
+        keys = change["Keys"]
+    except (KeyError, TypeError) as exc:
+        raise DecodeError(f"{what} lacks {_missing(exc)}") from None
+    if event_name not in EVENT_NAMES:
+        raise DecodeError(f"{what} has an unknown eventName {event_name!r}")
+    return change, event_name, keys
 
 
 def _image(image: Any, name: str) -> dict[str, Any]:
