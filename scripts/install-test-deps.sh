@@ -21,8 +21,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo_ service prometheus stop >/dev/null 2>&1 || true
 fi
 
-if [ ! -f .tools/node_modules/kinesis-local/main.js ]; then
-  echo "installing kinesis-local (npm)"
+# One npm call for every tool: npm install into a prefix without a package.json prunes what an
+# earlier call installed there.
+npm_tools=(kinesis-local@0.6.2 dclint@3.1.0 @kubernetes-models/prometheus-operator@6.0.0)
+if [ ! -f .tools/node_modules/kinesis-local/main.js ] \
+  || [ ! -d .tools/node_modules/dclint ] \
+  || [ ! -d .tools/node_modules/@kubernetes-models/prometheus-operator ]; then
+  echo "installing npm tools: ${npm_tools[*]}"
   mkdir -p .tools
-  npm install --prefix .tools --no-audit --no-fund --loglevel=error kinesis-local@0.6.2 >/dev/null
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error "${npm_tools[@]}" >/dev/null
 fi

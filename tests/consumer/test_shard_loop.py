@@ -1,0 +1,138 @@
+"""The shard loop against moto's DynamoDB Streams: fencing and bounded prefetch."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from consumer.config import Settings, load_settings
+from consumer.lease_store import DynamoDBLeaseStore
+from consumer.record import ChangeRecord
+from projections.projection import Outcome
+from tests.fixtures.servers import wait_until
+from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
+
+
+def create_source_table(dynamodb: Any, table: str) -> None:
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+    )
+
+
+def write_items(dynamodb: Any, table: str, numbers: range) -> None:
+    for n in numbers:
+        dynamodb.put_item(TableName=table, Item={"id": {"S": f"i{n}"}, "n": {"N": str(n)}})
+
+
+class CollectingProjection:
+    """Keeps what it applied in memory; can be paused to hold a batch in flight."""
+
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.applied: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+        self.entered.set()
+        self.gate.wait(60)
+        self.applied.extend(int(r.new_image["n"]) for r in records if r.new_image)
+        return Outcome(applied=len(records))
+
+
+def settings_for(table: str, app: str, **polling: Any) -> Settings:
+    return load_settings(
+        None,
+        application=app,
+        source={"kind": "dynamodb", "table": table},
+        leases=FAST_LEASES,
+        polling={**FAST_POLLING, **polling},
+    )
+
+
+@pytest.fixture
+def source_table(
+    aws_client: Callable[..., Any],
+    unique_name: Callable[[str], str],
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    table = unique_name("source")
+    create_source_table(aws_client("dynamodb"), table)
+    return table
+
+
+def test_a_worker_whose_lease_was_taken_stops_the_shard_and_never_checkpoints_again(
+    aws_client: Callable[..., Any], unique_name: Callable[[str], str], source_table: str
+) -> None:
+    dynamodb = aws_client("dynamodb")
+    settings = settings_for(source_table, unique_name("app"))
+    store = DynamoDBLeaseStore(dynamodb, settings.lease_table)
+    projection = CollectingProjection()
+    with daemon_thread(settings, projections=[projection]) as daemon:
+        write_items(dynamodb, source_table, range(0, 5))
+        wait_caught_up(daemon)
+        (shard_id,) = daemon.worker.running_shards()
+        lease = store.get(shard_id)
+        assert lease is not None and lease.lease_owner == daemon.coordinator.worker_id
+        before = lease.checkpoint
+
+        # Another worker takes the lease while a batch is in flight.
+        projection.gate.clear()
+        projection.entered.clear()
+        write_items(dynamodb, source_table, range(5, 10))
+        wait_until(projection.entered.is_set, timeout=30, what="batch in flight")
+        stolen = store.take(lease, "thief")
+        projection.gate.set()
+
+        wait_until(lambda: shard_id not in daemon.worker.running_shards(), timeout=30, what="stop")
+        assert shard_id not in daemon.coordinator.held()
+        after = store.get(shard_id)
+        assert after is not None
+        assert after.lease_owner == "thief"
+        assert after.checkpoint == before == stolen.checkpoint
+        assert after.lease_counter == stolen.lease_counter
+        lost = daemon.metrics.registry.get_sample_value(
+            "stream_projector_lease_events_total", {"kind": "lost"}
+        )
+        assert lost == 1
+
+
+def test_prefetch_is_bounded_while_a_batch_is_stuck(
+    aws_client: Callable[..., Any], unique_name: Callable[[str], str], source_table: str
+) -> None:
+    dynamodb = aws_client("dynamodb")
+    write_items(dynamodb, source_table, range(0, 200))
+    settings = settings_for(source_table, unique_name("app"), max_records=10, prefetch_batches=2)
+    projection = CollectingProjection()
+    projection.gate.clear()
+    with daemon_thread(settings, projections=[projection]) as daemon:
+        registry = daemon.metrics.registry
+
+        def fetched() -> float:
+            samples = [
+                s.value
+                for metric in registry.collect()
+                if metric.name == "stream_projector_records_fetched"
+                for s in metric.samples
+                if s.name.endswith("_total")
+            ]
+            return sum(samples)
+
+        # One batch in the projection, two queued, one waiting to be queued: 40 records.
+        wait_until(lambda: fetched() == 40, timeout=30, what="prefetch to fill")
+        with pytest.raises(TimeoutError):
+            wait_until(lambda: fetched() > 40, timeout=1.0, what="prefetch beyond its bound")
+        projection.gate.set()
+        wait_caught_up(daemon)
+    assert projection.applied == list(range(200))
