@@ -5,13 +5,16 @@ WHERE <guard>`: the guard (e.g. `t.version < EXCLUDED.version`) is evaluated by 
 the row as committed, so a stale or concurrent write is refused by the database itself and
 shows as a lower affected-row count, never as an error (DESIGN.md invariant 4).
 
-Three ways to ship the rows, measured side by side by `python -m bench postgres`:
+Three ways to ship the rows, measured side by side by `python -m bench postgres`
+(docs/benchmarks.md):
 - `unnest` (default): one statement whose parameters are one array per column; one round trip
-  whatever the batch size, and it pipelines with other statements.
+  whatever the batch size, and it pipelines with the other statements of a batch. Measured
+  the fastest for the shop projection, which writes several tables per batch.
 - `executemany`: one statement per row in psycopg's pipeline mode (no round trip per row, but
-  one parse/execute per row on the server).
-- `copy`: COPY into a session temp table, then INSERT ... SELECT; two statements and COPY
-  cannot be pipelined.
+  one execute per row on the server); the slowest of the three.
+- `copy`: COPY into a session temp table, then INSERT ... SELECT. The fastest for one big
+  table (about 1.5x unnest, a fifth of its client CPU) but COPY cannot join a pipeline, so
+  a multi-table batch pays a round trip per statement.
 
 Errors become the classes the shard loop understands: the server or network failing
 (OperationalError, which covers serialization failures, deadlocks, admin shutdown and pool
