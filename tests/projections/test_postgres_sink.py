@@ -23,8 +23,6 @@ from tests.fixtures.servers import free_port, wait_until
 if TYPE_CHECKING:
     from tests.fixtures.postgres import PostgresServer
 
-# Until tests/conftest.py lists it for every test.
-pytest_plugins = ["tests.fixtures.postgres"]
 pytestmark = pytest.mark.integration
 
 DOCS = GuardedUpsert(

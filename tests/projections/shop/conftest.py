@@ -1,7 +1,7 @@
 """Fixtures for the shop projection: a pool on a fresh database, a migrated projection.
 
 The PostgreSQL fixtures themselves (pg_dsn, postgres_server) come from tests.fixtures.postgres,
-which each test module here registers with `pytest_plugins` until tests/conftest.py does.
+registered in tests/conftest.py.
 """
 
 from __future__ import annotations

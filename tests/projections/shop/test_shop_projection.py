@@ -33,7 +33,6 @@ from tests.projections.shop.scenario import (
     truncate,
 )
 
-pytest_plugins = ["tests.fixtures.postgres"]
 pytestmark = pytest.mark.integration
 
 

@@ -26,7 +26,6 @@ from tests.projections.shop.scenario import (
     truncate,
 )
 
-pytest_plugins = ["tests.fixtures.postgres"]
 pytestmark = pytest.mark.integration
 
 IN_ORDER = records(shop_scenario().events)
