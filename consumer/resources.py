@@ -44,11 +44,14 @@ class SharedResources:
                     )
                 from psycopg_pool import ConnectionPool
 
+                # check_connection on checkout: after a database restart an idle connection
+                # is replaced at once instead of failing the next batch once.
                 self._pool = ConnectionPool(
                     self._postgres.dsn,
                     min_size=1,
                     max_size=self._postgres.pool_max_size,
                     open=True,
+                    check=ConnectionPool.check_connection,
                 )
             return self._pool
 

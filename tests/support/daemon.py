@@ -25,13 +25,14 @@ FAST_POLLING = {"idle_backoff_seconds": 0.1, "min_interval_seconds": 0.02}
 
 
 @contextmanager
-def daemon_thread(settings: Settings, **build: Any) -> Iterator[Daemon]:
+def daemon_thread(settings: Settings, serve_http: bool = False, **build: Any) -> Iterator[Daemon]:
     """A daemon running on a thread; stopped gracefully (and checked) when the block ends."""
     daemon = build_daemon(settings, **build)
     stop = threading.Event()
     result: list[int] = []
     thread = threading.Thread(
-        target=lambda: result.append(run_daemon(daemon, stop, serve_http=False)), daemon=True
+        target=lambda: result.append(run_daemon(daemon, stop, serve_http=serve_http)),
+        daemon=True,
     )
     thread.start()
     try:
