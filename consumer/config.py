@@ -39,7 +39,8 @@ class SourceSettings(Section):
     stream_name: str = ""
     initial_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
     initial_timestamp: datetime | None = None
-    format: Literal["auto", "dynamodb-json", "json", "kpl"] = "auto"
+    # KPL aggregation is recognised by its magic bytes in every format.
+    format: Literal["auto", "dynamodb", "json"] = "auto"
 
     @model_validator(mode="after")
     def _names_a_stream(self) -> SourceSettings:
@@ -83,10 +84,16 @@ class PollingSettings(Section):
 
 
 class RetrySettings(Section):
-    """Capped exponential backoff with full jitter for failed batches."""
+    """Backoff for failed batches, and when a failing record counts as poison (see failures.md)."""
 
     base_seconds: float = Field(0.1, gt=0)
     cap_seconds: float = Field(30.0, gt=0)
+    # Tries of one record before it is dead-lettered (a transient failure never counts).
+    max_attempts: int = Field(3, ge=1, le=100)
+    # Extra AWS error codes to wait out like throttling, on top of the built-in list.
+    transient_error_codes: tuple[str, ...] = ()
+    # Like Lambda's MaximumRecordAgeInSeconds: older records are dead-lettered; 0 turns it off.
+    max_record_age_seconds: float = Field(0.0, ge=0)
 
 
 class ShutdownSettings(Section):
@@ -122,6 +129,8 @@ class DeadLetterSettings(Section):
 
     queue_url: str = ""
     bucket: str = ""
+    # Key prefix of the envelopes stored in `bucket`.
+    prefix: str = "dead-letters/"
 
 
 class ProjectionSettings(Section):

@@ -96,12 +96,17 @@ class Daemon:
     health: HealthServer | None = None
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once the first shard sync is done and the last loop step succeeded."""
+        """Ready once the first shard sync is done and the lease table and sinks answer."""
         if not self.worker.synced.is_set():
             return False, "shard sync not done yet"
         if self.worker.last_error:
             return False, self.worker.last_error
-        return True, "ok"
+        problems = self.resources.probe(self.settings.lease_table)
+        for projection in self.projections:
+            ready = getattr(projection, "ready", None)
+            if ready is not None and not ready():
+                problems.append(f"projection {projection.name} not ready")
+        return (False, "; ".join(problems)) if problems else (True, "ok")
 
 
 def build_daemon(
@@ -138,10 +143,7 @@ def build_daemon(
         max_leases_per_worker=leases.max_leases_per_worker or None,
         on_event=lambda kind, shard_id: metrics.lease_event(kind),
     )
-    policy = FailurePolicy(
-        backoff_base_seconds=settings.retry.base_seconds,
-        backoff_cap_seconds=settings.retry.cap_seconds,
-    )
+    policy = FailurePolicy.from_settings(settings.retry)
 
     def make_consumer(
         lease: Lease, on_end: Callable[[str, tuple[ShardInfo, ...]], None]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from consumer.aws import make_client
 from consumer.config import AwsSettings, PostgresSettings
 from consumer.errors import ConfigError
@@ -54,6 +56,21 @@ class SharedResources:
                     check=ConnectionPool.check_connection,
                 )
             return self._pool
+
+    def probe(self, lease_table: str) -> list[str]:
+        """What is unreachable right now: the lease table, and the PostgreSQL pool if in use."""
+        problems: list[str] = []
+        try:
+            self.aws_client("dynamodb").describe_table(TableName=lease_table)
+        except (BotoCoreError, ClientError) as exc:
+            problems.append(f"lease table {lease_table}: {exc}")
+        if self._pool is not None:
+            try:
+                with self._pool.connection(timeout=2) as conn:
+                    conn.execute("SELECT 1")
+            except Exception as exc:  # any failure here means "not ready", reported as such
+                problems.append(f"postgres: {type(exc).__name__}: {exc}")
+        return problems
 
     def close(self) -> None:
         """Close the pool; clients need no closing."""
