@@ -1,0 +1,42 @@
+"""The README stays in step with the code: every setting and command it must document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+from pydantic import BaseModel
+
+from consumer.cli import main
+from consumer.config import Settings
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def setting_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    paths = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths.extend(setting_paths(annotation, f"{prefix}{name}."))
+        else:
+            paths.append(prefix + name)
+    return paths
+
+
+def test_readme_starts_with_the_two_newcomer_commands() -> None:
+    head = README.split("\n## ", 1)[0]
+    assert "make demo" in head and "make test" in head
+
+
+def test_every_setting_is_documented() -> None:
+    missing = [p for p in setting_paths(Settings) if p != "projections" and f"`{p}`" not in README]
+    assert missing == []
+
+
+def test_every_documented_command_exists() -> None:
+    runner = CliRunner()
+    for command in ("run", "demo", "migrate", "status", "search trips"):
+        assert f"`{command.split()[0]}" in README
+        result = runner.invoke(main, [*command.split(), "--help"])
+        assert result.exit_code == 0, (command, result.output)
