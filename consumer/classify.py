@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Literal
 
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
+    HTTPClientError,
     ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from consumer.errors import PoisonError, TransientError
 
@@ -40,6 +43,9 @@ TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     EndpointConnectionError,
     ConnectionClosedError,
     ReadTimeoutError,
+    # botocore's own connection errors are not the builtin ConnectionError.
+    BotoConnectionError,
+    HTTPClientError,
     ConnectionError,
     TimeoutError,
 )
@@ -56,12 +62,14 @@ def _postgres_transient(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
-def classify(exc: BaseException) -> Kind:
+def classify(exc: BaseException, extra_transient_codes: Collection[str] = ()) -> Kind:
     """Transient for throttling, 5xx, network and database availability; poison otherwise.
 
     An error the code did not foresee counts as poison: it is retried a few times before it is
     dead-lettered, so a true outage of an unforeseen kind still shows up as a stalled shard
     only for those attempts. Projections should raise TransientError for what they know.
+    `extra_transient_codes` are AWS error codes the operator adds (`[retry]
+    transient_error_codes`), e.g. a sink's own "try again" code.
     """
     if isinstance(exc, PoisonError):
         return "poison"
@@ -70,7 +78,8 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if error.get("Code") in TRANSIENT_AWS_CODES or status >= 500:
+        code = error.get("Code")
+        if code in TRANSIENT_AWS_CODES or code in extra_transient_codes or status >= 500:
             return "transient"
         return "poison"
     if _postgres_transient(exc):

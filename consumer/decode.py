@@ -75,6 +75,8 @@ class DynamoDBStreamsDecoder:
                 old_image = _image(image, "OldImage")
         if view_type is not None and view_type not in VIEW_TYPES:
             raise DecodeError(f"DynamoDB stream record has an unknown view type {view_type!r}")
+        if view_type is not None:
+            _require_images(event_name, view_type, new_image, old_image, "DynamoDB stream record")
         return [
             ChangeRecord(
                 source="dynamodb",
@@ -166,6 +168,9 @@ class KinesisDecoder:
         change, event_name, keys = _change_parts(body, "DynamoDB change record in Kinesis")
         new_image = change.get("NewImage")
         old_image = change.get("OldImage")
+        # The integration carries the new image of every INSERT and MODIFY.
+        if event_name != "REMOVE" and new_image is None:
+            raise DecodeError(f"DynamoDB change record in Kinesis: {event_name} lacks NewImage")
         return ChangeRecord(
             source="kinesis",
             stream=self.stream_name,
@@ -231,6 +236,16 @@ def _change_parts(record: Any, what: str) -> tuple[dict[str, Any], Any, Any]:
     if event_name not in EVENT_NAMES:
         raise DecodeError(f"{what} has an unknown eventName {event_name!r}")
     return change, event_name, keys
+
+
+def _require_images(
+    event_name: str, view_type: str, new_image: Any, old_image: Any, what: str
+) -> None:
+    """An image the view type promises for this event must be there (KEYS_ONLY has none)."""
+    if view_type in _NEW_VIEWS and event_name != "REMOVE" and new_image is None:
+        raise DecodeError(f"{what}: {event_name} with view type {view_type} lacks NewImage")
+    if view_type in _OLD_VIEWS and event_name != "INSERT" and old_image is None:
+        raise DecodeError(f"{what}: {event_name} with view type {view_type} lacks OldImage")
 
 
 def _image(image: Any, name: str) -> dict[str, Any]:

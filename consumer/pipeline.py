@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import structlog
 
+from consumer import record_age
 from consumer.classify import classify
+from consumer.config import RetrySettings
 from consumer.dead_letter import DeadLetter, DeadLetterSink
 from consumer.errors import DecodeError, StreamProjectorError
 from consumer.metrics import Metrics
@@ -25,6 +27,9 @@ from projections.projection import Projection
 log = structlog.get_logger(__name__)
 
 DECODE_STAGE = "(decode)"
+# The `projection` of a letter that no projection has applied yet (record_too_old): a redrive
+# applies it through every projection.
+ALL_PROJECTIONS = "*"
 
 
 class BatchAbandoned(StreamProjectorError):
@@ -38,6 +43,19 @@ class FailurePolicy:
     max_attempts: int = 3
     backoff_base_seconds: float = 0.1
     backoff_cap_seconds: float = 30.0
+    transient_error_codes: frozenset[str] = frozenset()
+    max_record_age_seconds: float = 0.0
+
+    @classmethod
+    def from_settings(cls, retry: RetrySettings) -> FailurePolicy:
+        """The policy of the `[retry]` table."""
+        return cls(
+            max_attempts=retry.max_attempts,
+            backoff_base_seconds=retry.base_seconds,
+            backoff_cap_seconds=retry.cap_seconds,
+            transient_error_codes=frozenset(retry.transient_error_codes),
+            max_record_age_seconds=retry.max_record_age_seconds,
+        )
 
 
 @dataclass(slots=True)
@@ -76,8 +94,15 @@ class Pipeline:
         """Apply the batch everywhere, or raise BatchAbandoned; never skip a record silently."""
         if batch.undecodable:
             self._dead_letter_undecodable(batch.undecodable)
+        records = batch.records
+        if self._policy.max_record_age_seconds > 0:
+            records, too_old = record_age.split_by_age(
+                records, self._policy.max_record_age_seconds, time.time()
+            )
+            if too_old:
+                self._dead_letter_too_old(too_old)
         for projection in self._projections:
-            self._apply_isolating(projection, batch.records, leaf_attempts=True)
+            self._apply_isolating(projection, records, leaf_attempts=True)
         self._on_stalled(False)
 
     # -- projections ------------------------------------------------------------------------
@@ -101,7 +126,7 @@ class Pipeline:
                 outcome = projection.apply(records)
             except Exception as exc:  # classified below: nothing is swallowed
                 now = time.time()
-                if classify(exc) == "transient":
+                if classify(exc, self._policy.transient_error_codes) == "transient":
                     self._metrics.record_retry("transient")
                     self._wait(backoff, projection.name, exc, stalled=True)
                     continue
@@ -129,31 +154,36 @@ class Pipeline:
         self._dead_letter_record(projection.name, records[0], failure)
 
     def _dead_letter_record(self, projection: str, record: ChangeRecord, failure: _Failure) -> None:
-        letter = DeadLetter(
-            source=record.source,
-            stream=record.stream,
-            shard_id=record.shard_id,
-            sequence_number=record.sequence_number,
-            sub_sequence_number=record.sub_sequence_number,
-            event_id=record.event_id,
-            approximate_creation_time=record.approximate_creation_time,
-            projection=projection,
-            reason="projection_error",
-            error_type=type(failure.error).__name__,
-            error_message=str(failure.error)[:2000],
-            attempts=failure.attempts,
-            first_failure_time=failure.first,
-            last_failure_time=failure.last,
-            record=record.raw,
+        letter = _letter(
+            record,
+            projection,
+            "projection_error",
+            failure.error,
+            failure.attempts,
+            failure.first,
+            failure.last,
         )
         self._send([letter])
         self._metrics.record_dead_letter(projection, letter.reason)
+
+    def _dead_letter_too_old(self, records: list[ChangeRecord]) -> None:
+        now = time.time()
+        error = record_age.RecordTooOldError(
+            f"older than retry.max_record_age_seconds={self._policy.max_record_age_seconds}"
+        )
+        letters = [
+            _letter(record, ALL_PROJECTIONS, record_age.REASON, error, 0, now, now)
+            for record in records
+        ]
+        self._send(letters)
+        for letter in letters:
+            self._metrics.record_dead_letter(ALL_PROJECTIONS, letter.reason)
 
     def _dead_letter_undecodable(self, failures: list[tuple[RawRecord, DecodeError]]) -> None:
         now = time.time()
         letters = [
             DeadLetter(
-                source="",
+                source=source_of(self._stream),
                 stream=self._stream,
                 shard_id=self._shard_id,
                 sequence_number=raw.sequence_number,
@@ -230,3 +260,36 @@ class Pipeline:
 
     def _backoff(self) -> Backoff:
         return Backoff(self._policy.backoff_base_seconds, self._policy.backoff_cap_seconds)
+
+
+def source_of(stream: str) -> str:
+    """ "dynamodb" for a DynamoDB stream ARN, "kinesis" for anything else (a name or an ARN)."""
+    return "dynamodb" if ":dynamodb:" in stream else "kinesis"
+
+
+def _letter(
+    record: ChangeRecord,
+    projection: str,
+    reason: str,
+    error: BaseException,
+    attempts: int,
+    first: float,
+    last: float,
+) -> DeadLetter:
+    return DeadLetter(
+        source=record.source,
+        stream=record.stream,
+        shard_id=record.shard_id,
+        sequence_number=record.sequence_number,
+        sub_sequence_number=record.sub_sequence_number,
+        event_id=record.event_id,
+        approximate_creation_time=record.approximate_creation_time,
+        projection=projection,
+        reason=reason,
+        error_type=type(error).__name__,
+        error_message=str(error)[:2000],
+        attempts=attempts,
+        first_failure_time=first,
+        last_failure_time=last,
+        record=record.raw,
+    )

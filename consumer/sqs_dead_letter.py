@@ -1,0 +1,233 @@
+"""Dead letters into SQS (standard or FIFO), with envelopes over the size limit stored in S3.
+
+A letter is delivered when SQS accepted it; until then `send` raises TransientError and the
+pipeline stalls the shard, so no checkpoint ever moves past an undelivered poison record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumer.config import DeadLetterSettings
+from consumer.dead_letter import DeadLetter
+from consumer.errors import TransientError
+from consumer.retry import Backoff
+from projections.projection import Resources
+
+log = structlog.get_logger(__name__)
+
+# SQS limits: 10 entries per SendMessageBatch, 256 KiB per message (body and attributes) and
+# per batch in total.
+MAX_BATCH_ENTRIES = 10
+MAX_MESSAGE_BYTES = 256 * 1024
+# Rounds of resending the entries SQS refused before giving up on this call.
+RESEND_ROUNDS = 3
+# Letters this process already delivered, so a call repeated after a partial failure does not
+# send the delivered ones again (FIFO queues would drop them; standard queues would not).
+REMEMBERED = 10_000
+
+
+def dedup_id(letter: DeadLetter) -> str:
+    """The letter's identity: stream, shard, sequence, sub-sequence and projection, hashed."""
+    identity = "\x1f".join(
+        (
+            letter.stream,
+            letter.shard_id,
+            letter.sequence_number,
+            str(letter.sub_sequence_number),
+            letter.projection,
+        )
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def attributes(letter: DeadLetter) -> dict[str, dict[str, str]]:
+    """Message attributes to filter on without reading bodies (SQS refuses empty values)."""
+    values = {
+        "reason": letter.reason,
+        "projection": letter.projection,
+        "source": letter.source,
+        "error_type": letter.error_type,
+    }
+    return {
+        name: {"DataType": "String", "StringValue": value or "-"} for name, value in values.items()
+    }
+
+
+def _attributes_size(attrs: dict[str, dict[str, str]]) -> int:
+    return sum(
+        len(name.encode()) + len(a["DataType"].encode()) + len(a["StringValue"].encode())
+        for name, a in attrs.items()
+    )
+
+
+def pointer(letter: DeadLetter, bucket: str, key: str, size: int) -> bytes:
+    """The message for an envelope stored in S3: the envelope without its record, plus where."""
+    body = letter.envelope()
+    del body["record"]
+    body["s3"] = {"bucket": bucket, "key": key}
+    body["envelope_bytes"] = size
+    return orjson.dumps(body, default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    dedup: str
+    letter: DeadLetter
+    body: str
+    attrs: dict[str, dict[str, str]]
+
+    @property
+    def size(self) -> int:
+        return len(self.body.encode()) + _attributes_size(self.attrs)
+
+
+class SqsDeadLetterSink:
+    """Implements DeadLetterSink with SendMessageBatch; FIFO when the queue URL ends in .fifo."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        *,
+        s3: Any = None,
+        bucket: str = "",
+        prefix: str = "dead-letters/",
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._sqs = sqs
+        self._s3 = s3
+        self.queue_url = queue_url
+        self.bucket = bucket
+        self.prefix = prefix
+        self.fifo = queue_url.endswith(".fifo")
+        self.max_message_bytes = max_message_bytes
+        self._delivered: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: DeadLetterSettings, resources: Resources) -> SqsDeadLetterSink:
+        """From `[dead_letter]`: queue_url, and bucket/prefix for oversized envelopes."""
+        return cls(
+            resources.aws_client("sqs"),
+            settings.queue_url,
+            s3=resources.aws_client("s3") if settings.bucket else None,
+            bucket=settings.bucket,
+            prefix=settings.prefix,
+        )
+
+    def send(self, letters: Sequence[DeadLetter]) -> None:
+        """Deliver every letter or raise TransientError (after resending what SQS refused)."""
+        entries = [self._entry(letter) for letter in letters if not self._was_delivered(letter)]
+        for batch in self._batches(entries):
+            self._send_batch(batch)
+
+    # -- building messages ------------------------------------------------------------------
+
+    def _was_delivered(self, letter: DeadLetter) -> bool:
+        with self._lock:
+            return dedup_id(letter) in self._delivered
+
+    def _remember(self, dedup: str) -> None:
+        with self._lock:
+            self._delivered[dedup] = None
+            while len(self._delivered) > REMEMBERED:
+                self._delivered.popitem(last=False)
+
+    def _entry(self, letter: DeadLetter) -> _Entry:
+        dedup = dedup_id(letter)
+        attrs = attributes(letter)
+        body = letter.to_json()
+        if len(body) + _attributes_size(attrs) > self.max_message_bytes:
+            key = f"{self.prefix}{letter.shard_id}/{letter.sequence_number}-{dedup[:16]}.json"
+            self._store(key, body, letter)
+            body = pointer(letter, self.bucket, key, len(body))
+        return _Entry(dedup, letter, body.decode(), attrs)
+
+    def _store(self, key: str, body: bytes, letter: DeadLetter) -> None:
+        if not self.bucket or self._s3 is None:
+            # Truncating would lose the record, so this stalls the shard visibly instead.
+            raise TransientError(
+                f"dead letter of {len(body)} bytes exceeds the SQS limit of "
+                f"{self.max_message_bytes} and dead_letter.bucket is not set "
+                f"(sequence {letter.sequence_number})"
+            )
+        try:
+            # The key is the letter's identity: storing it again overwrites, never duplicates.
+            self._s3.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise TransientError(f"dead letter to s3://{self.bucket}/{key}: {exc}") from exc
+
+    def _batches(self, entries: list[_Entry]) -> list[list[_Entry]]:
+        """Consecutive groups of at most 10 entries and 256 KiB in total."""
+        batches: list[list[_Entry]] = []
+        current: list[_Entry] = []
+        size = 0
+        for entry in entries:
+            if current and (
+                len(current) == MAX_BATCH_ENTRIES or size + entry.size > self.max_message_bytes
+            ):
+                batches.append(current)
+                current, size = [], 0
+            current.append(entry)
+            size += entry.size
+        if current:
+            batches.append(current)
+        return batches
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _send_batch(self, batch: list[_Entry]) -> None:
+        pending = {str(index): entry for index, entry in enumerate(batch)}
+        backoff = Backoff(0.05, 1.0)
+        failures: list[dict[str, Any]] = []
+        for round_ in range(RESEND_ROUNDS):
+            if round_:
+                time.sleep(backoff.next_delay())
+            try:
+                response = self._sqs.send_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[self._request(id_, entry) for id_, entry in pending.items()],
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise TransientError(f"dead letter to {self.queue_url}: {exc}") from exc
+            for ok in response.get("Successful", []):
+                self._remember(pending.pop(ok["Id"]).dedup)
+            failures = response.get("Failed", [])
+            if not pending:
+                return
+            log.warning(
+                "some dead letters were refused; resending them",
+                refused=len(pending),
+                codes=sorted({f.get("Code", "") for f in failures}),
+            )
+        first = failures[0] if failures else {}
+        raise TransientError(
+            f"dead letter to {self.queue_url}: {len(pending)} of {len(batch)} refused after "
+            f"{RESEND_ROUNDS} tries: {first.get('Code')}: {first.get('Message')}"
+        )
+
+    def _request(self, id_: str, entry: _Entry) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "Id": id_,
+            "MessageBody": entry.body,
+            "MessageAttributes": entry.attrs,
+        }
+        if self.fifo:
+            # One group per shard keeps a shard's letters in order; the deduplication id makes
+            # a send retried within SQS's 5-minute window a no-op.
+            request["MessageGroupId"] = entry.letter.shard_id[:128] or "-"
+            request["MessageDeduplicationId"] = entry.dedup
+        return request

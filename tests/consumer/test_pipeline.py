@@ -1,0 +1,221 @@
+"""The pipeline's failure handling, in memory: transient waits, poison is bisected and
+dead-lettered, an undelivered dead letter holds the batch (DESIGN.md, invariants 1 and 5)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from botocore.exceptions import ClientError
+
+from consumer.classify import classify
+from consumer.dead_letter import DeadLetter
+from consumer.errors import DecodeError, TransientError
+from consumer.metrics import Metrics
+from consumer.pipeline import ALL_PROJECTIONS, BatchAbandoned, FailurePolicy, Pipeline
+from consumer.prefetch import FetchedBatch
+from consumer.record import ChangeRecord, RawRecord
+from projections.projection import Outcome
+from tests.fixtures.servers import wait_until
+
+FAST = FailurePolicy(max_attempts=3, backoff_base_seconds=0.001, backoff_cap_seconds=0.01)
+
+
+def record(n: int, bad: bool = False, created: float | None = None) -> ChangeRecord:
+    return ChangeRecord(
+        source="kinesis",
+        stream="s",
+        shard_id="shardId-0",
+        sequence_number=str(1000 + n),
+        event_name="INSERT",
+        keys={"n": n},
+        new_image={"n": n, "bad": bad},
+        old_image=None,
+        approximate_creation_time=created,
+        raw={"n": n},
+    )
+
+
+class Transactional:
+    """All or nothing per batch, like a PostgreSQL projection; raises on a bad record."""
+
+    name = "tx"
+
+    def __init__(self, transient_failures: int = 0) -> None:
+        self.applied: list[int] = []
+        self.calls = 0
+        self.transient_failures = transient_failures
+
+    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+        self.calls += 1
+        if self.calls <= self.transient_failures:
+            raise TransientError("database is down")
+        if any(r.new_image and r.new_image["bad"] for r in records):
+            raise ValueError("cannot project this")
+        self.applied.extend(r.new_image["n"] for r in records if r.new_image)
+        return Outcome(applied=len(records))
+
+
+class Sink:
+    """Collects letters; fails while `down` is set."""
+
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+        self.down = threading.Event()
+        self.calls = 0
+
+    def send(self, letters: Sequence[DeadLetter]) -> None:
+        self.calls += 1
+        if self.down.is_set():
+            raise ConnectionError("sqs unreachable")
+        self.letters.extend(letters)
+
+
+def pipeline(
+    projection: Transactional,
+    sink: Sink | None,
+    policy: FailurePolicy = FAST,
+    abandon: threading.Event | None = None,
+    stalled: list[bool] | None = None,
+) -> Pipeline:
+    return Pipeline(
+        stream="s",
+        shard_id="shardId-0",
+        projections=[projection],
+        metrics=Metrics(),
+        dead_letters=sink,
+        policy=policy,
+        abandon=abandon or threading.Event(),
+        on_stalled=(stalled.append if stalled is not None else lambda flag: None),
+    )
+
+
+def test_a_transient_failure_is_retried_past_max_attempts_and_never_dead_lettered() -> None:
+    projection, sink, stalled = Transactional(transient_failures=10), Sink(), []
+    pipeline(projection, sink, stalled=stalled).process(FetchedBatch([record(n) for n in range(5)]))
+    assert projection.applied == list(range(5))
+    assert sink.letters == []
+    assert projection.calls == 11
+    assert stalled[0] is True and stalled[-1] is False
+
+
+def test_poison_is_bisected_down_to_exactly_the_bad_records() -> None:
+    bad = {3, 40, 41, 63}
+    projection, sink = Transactional(), Sink()
+    batch = FetchedBatch([record(n, bad=n in bad) for n in range(64)])
+    pipeline(projection, sink).process(batch)
+    assert sorted(projection.applied) == sorted(set(range(64)) - bad)
+    assert [letter.record["n"] for letter in sink.letters] == sorted(bad)
+    for letter in sink.letters:
+        assert letter.reason == "projection_error"
+        assert letter.projection == "tx"
+        assert letter.error_type == "ValueError"
+        assert letter.attempts == FAST.max_attempts
+        assert letter.first_failure_time <= letter.last_failure_time
+
+
+def test_an_undelivered_dead_letter_holds_the_batch_until_the_sink_is_back() -> None:
+    projection, sink = Transactional(), Sink()
+    sink.down.set()
+    done = threading.Event()
+    batch = FetchedBatch([record(0), record(1, bad=True), record(2)])
+    thread = threading.Thread(
+        target=lambda: (pipeline(projection, sink).process(batch), done.set())
+    )
+    thread.start()
+    wait_until(lambda: sink.calls >= 5, timeout=10, what="several failed sends")
+    assert not done.is_set()  # process() has not returned, so nothing can be checkpointed
+    sink.down.clear()
+    wait_until(done.is_set, timeout=10, what="batch done once the sink is back")
+    thread.join()
+    assert [letter.record["n"] for letter in sink.letters] == [1]
+
+
+def test_a_stop_while_the_sink_is_down_abandons_the_batch_unacknowledged() -> None:
+    projection, sink, abandon = Transactional(), Sink(), threading.Event()
+    sink.down.set()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pipeline(projection, sink, abandon=abandon).process(FetchedBatch([record(1, True)]))
+        except BatchAbandoned as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until(lambda: sink.calls >= 2, timeout=10, what="failed sends")
+    abandon.set()
+    thread.join(10)
+    assert len(errors) == 1 and sink.letters == []
+
+
+def test_without_a_dead_letter_sink_a_poison_record_stalls_and_is_never_skipped() -> None:
+    projection, abandon, stalled = Transactional(), threading.Event(), []
+    errors: list[BaseException] = []
+    stuck = pipeline(projection, None, abandon=abandon, stalled=stalled)
+
+    def run() -> None:
+        try:
+            stuck.process(FetchedBatch([record(0), record(1, bad=True)]))
+        except BatchAbandoned as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until(lambda: stalled.count(True) >= 3, timeout=10, what="stalled")
+    abandon.set()
+    thread.join(10)
+    assert len(errors) == 1
+    assert projection.applied == [0]
+    assert False not in stalled
+
+
+def test_undecodable_records_are_dead_lettered_with_reason_decode_error() -> None:
+    projection, sink = Transactional(), Sink()
+    raw = RawRecord("999", None, {"Data": "!!"})
+    batch = FetchedBatch([record(0)], undecodable=[(raw, DecodeError("not base64"))])
+    pipeline(projection, sink).process(batch)
+    (letter,) = sink.letters
+    assert (letter.reason, letter.projection, letter.source) == (
+        "decode_error",
+        "(decode)",
+        "kinesis",
+    )
+    assert letter.record == {"Data": "!!"} and letter.error_message == "not base64"
+    assert projection.applied == [0]
+
+
+def test_records_older_than_the_maximum_age_are_dead_lettered_not_applied() -> None:
+    now = time.time()
+    batch = FetchedBatch([record(0, created=now - 3600), record(1, created=now), record(2)])
+    projection, sink = Transactional(), Sink()
+    aged = FailurePolicy(backoff_base_seconds=0.001, max_record_age_seconds=60)
+    pipeline(projection, sink, policy=aged).process(batch)
+    assert projection.applied == [1, 2]
+    (letter,) = sink.letters
+    assert (letter.reason, letter.projection, letter.record) == (
+        "record_too_old",
+        ALL_PROJECTIONS,
+        {"n": 0},
+    )
+    off, sink_off = Transactional(), Sink()
+    pipeline(off, sink_off).process(batch)  # the default: no maximum age
+    assert off.applied == [0, 1, 2] and sink_off.letters == []
+
+
+def test_classification_defaults_and_extra_transient_codes() -> None:
+    def client_error(code: str, status: int) -> ClientError:
+        meta = {"HTTPStatusCode": status}
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": meta}, "Op")
+
+    assert classify(client_error("ProvisionedThroughputExceededException", 400)) == "transient"
+    assert classify(client_error("ThrottlingException", 400)) == "transient"
+    assert classify(client_error("Whatever", 503)) == "transient"
+    assert classify(client_error("ValidationException", 400)) == "poison"
+    assert classify(client_error("TableBusy", 400)) == "poison"
+    assert classify(client_error("TableBusy", 400), {"TableBusy"}) == "transient"
+    assert classify(DecodeError("x")) == "poison"
+    assert classify(ConnectionRefusedError()) == "transient"
+    assert classify(KeyError("x")) == "poison"
