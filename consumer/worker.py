@@ -132,14 +132,18 @@ class Worker:
 
     def _reconcile(self) -> None:
         held = self._coordinator.held()
+        reaped: set[str] = set()
         for shard_id, consumer in list(self._consumers.items()):
             if not consumer.alive:
                 self._reap(shard_id, consumer)
+                reaped.add(shard_id)
             elif shard_id not in held:
                 log.warning("lease lost; stopping shard", shard=shard_id)
                 consumer.lease_lost()
-        for shard_id, lease in held.items():
-            if shard_id in self._consumers:
+        # Read the leases again after reaping: a consumer that reached SHARD_END after the
+        # first read would otherwise be restarted from that read's older checkpoint.
+        for shard_id, lease in self._coordinator.held().items():
+            if shard_id in self._consumers or shard_id in reaped:
                 continue
             if lease.finished:
                 # Nothing left to read: free the lease so it does not count towards balance.
