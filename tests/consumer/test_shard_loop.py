@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from consumer.config import Settings, load_settings
 from consumer.lease_store import DynamoDBLeaseStore
-from consumer.record import ChangeRecord
-from projections.projection import Outcome
 from tests.fixtures.servers import wait_until
+from tests.support.collecting import CollectingProjection
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
 
 
@@ -29,24 +27,6 @@ def create_source_table(dynamodb: Any, table: str) -> None:
 def write_items(dynamodb: Any, table: str, numbers: range) -> None:
     for n in numbers:
         dynamodb.put_item(TableName=table, Item={"id": {"S": f"i{n}"}, "n": {"N": str(n)}})
-
-
-class CollectingProjection:
-    """Keeps what it applied in memory; can be paused to hold a batch in flight."""
-
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.applied: list[int] = []
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
-        self.entered.set()
-        self.gate.wait(60)
-        self.applied.extend(int(r.new_image["n"]) for r in records if r.new_image)
-        return Outcome(applied=len(records))
 
 
 def settings_for(table: str, app: str, **polling: Any) -> Settings:

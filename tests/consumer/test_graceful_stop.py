@@ -1,0 +1,89 @@
+"""Graceful stop: the batch in flight finishes (or is abandoned) within the deadline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from consumer.config import load_settings
+from consumer.daemon import build_daemon, run_daemon
+from consumer.lease_store import DynamoDBLeaseStore
+from tests.consumer.test_shard_loop import create_source_table, write_items
+from tests.fixtures.servers import wait_until
+from tests.support.collecting import CollectingProjection
+from tests.support.daemon import FAST_LEASES, FAST_POLLING, wait_caught_up
+
+
+@pytest.fixture
+def setup(
+    aws_client: Callable[..., Any],
+    unique_name: Callable[[str], str],
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Any, str, str]:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    dynamodb = aws_client("dynamodb")
+    table = unique_name("source")
+    create_source_table(dynamodb, table)
+    return dynamodb, table, unique_name("app")
+
+
+def start(table: str, app: str, deadline: float) -> tuple[Any, threading.Event, list[int], Any]:
+    settings = load_settings(
+        None,
+        application=app,
+        source={"kind": "dynamodb", "table": table},
+        leases=FAST_LEASES,
+        polling=FAST_POLLING,
+        shutdown={"deadline_seconds": deadline},
+    )
+    projection = CollectingProjection()
+    daemon = build_daemon(settings, projections=[projection])
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(run_daemon(daemon, stop, serve_http=False)), daemon=True
+    )
+    thread.start()
+    return daemon, stop, result, (thread, projection)
+
+
+@pytest.mark.parametrize("finishes_in_time", [True, False], ids=["finishes", "abandoned"])
+def test_stop_finishes_or_abandons_the_batch_in_flight_then_releases_leases(
+    setup: tuple[Any, str, str], finishes_in_time: bool
+) -> None:
+    dynamodb, table, app = setup
+    deadline = 2.0
+    daemon, stop, result, (thread, projection) = start(table, app, deadline)
+    write_items(dynamodb, table, range(0, 3))
+    wait_caught_up(daemon)
+    (shard_id,) = daemon.worker.running_shards()
+    store = DynamoDBLeaseStore(dynamodb, daemon.settings.lease_table)
+    before = store.get(shard_id)
+    assert before is not None
+
+    projection.gate.clear()
+    projection.entered.clear()
+    write_items(dynamodb, table, range(3, 6))
+    wait_until(projection.entered.is_set, timeout=30, what="batch in flight")
+    stop.set()
+    stopped_at = time.monotonic()
+    if finishes_in_time:
+        projection.gate.set()
+    thread.join(deadline + 15)
+    elapsed = time.monotonic() - stopped_at
+    projection.gate.set()
+
+    assert result == [0]
+    assert elapsed < deadline + 10
+    after = store.get(shard_id)
+    assert after is not None and after.lease_owner is None  # released: another takes it at once
+    if finishes_in_time:
+        assert projection.applied == list(range(6))
+        assert int(after.checkpoint) > int(before.checkpoint)
+    else:
+        assert after.checkpoint == before.checkpoint  # abandoned: read again by the next owner
