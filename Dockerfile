@@ -3,6 +3,7 @@
 #
 #   docker build -t stream-projector .                 # the daemon (last stage, "runtime")
 #   docker build --target demo -t stream-projector-demo .   # adds moto for `demo` / the seeder
+#   docker build --target kcl -t stream-projector-kcl .     # under the KCL MultiLangDaemon
 #
 # Stages: "base" (slim Python, user, environment) is shared by the images; "builder" and
 # "demo-builder" turn the project and its dependencies into wheels and install them into a
@@ -52,6 +53,36 @@ COPY --from=demo-builder /opt/venv /opt/venv
 USER 10001:10001
 ENTRYPOINT ["stream-projector"]
 CMD ["demo"]
+
+
+# The KCL jars: amazon_kclpy's documented `setup.py download_jars` fetches the MultiLangDaemon
+# and its dependencies (the versions pinned in the package's pom.xml) from Maven Central.
+FROM base AS kcl-jars
+ARG AMAZON_KCLPY_VERSION=3.2.0
+WORKDIR /kclpy
+RUN pip download --no-deps --no-binary :all: --no-cache-dir "amazon_kclpy==${AMAZON_KCLPY_VERSION}" \
+    && tar xzf amazon_kclpy-*.tar.gz --strip-components=1 \
+    && pip install --no-cache-dir "setuptools<81" \
+    && python setup.py download_jars \
+    && mkdir -p /opt/kcl/jars && cp amazon_kclpy/jars/*.jar /opt/kcl/jars/
+
+
+# KCL mode: the MultiLangDaemon (Java) owns leases and GetRecords and runs
+# `python -m consumer.kcl_processor` per shard. Mount the properties file (deploy/kcl/) at
+# /etc/stream-projector/kcl.properties and the TOML at /etc/stream-projector/config.toml.
+#   docker build --target kcl -t stream-projector-kcl .
+FROM base AS kcl
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=kcl-jars /opt/kcl/jars /opt/kcl/jars
+ENV STREAM_PROJECTOR_CONFIG=/etc/stream-projector/config.toml
+WORKDIR /tmp
+USER 10001:10001
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["java", "-cp", "/opt/kcl/jars/*", "software.amazon.kinesis.multilang.MultiLangDaemon"]
+CMD ["--properties-file", "/etc/stream-projector/kcl.properties"]
 
 
 # The production image (default target: last stage).

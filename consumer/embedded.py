@@ -1,0 +1,103 @@
+"""The projection stack without the shard loop, for runtimes that own reading and checkpoints.
+
+Under the KCL MultiLangDaemon and under Lambda, someone else fetches records and stores the
+position; what they share with the daemon is everything after that: decoders, the configured
+projections, the dead-letter sink and the Pipeline that retries, bisects and dead-letters.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from consumer.config import Settings, load_settings
+from consumer.dead_letter import DeadLetterSink
+from consumer.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
+from consumer.errors import ConfigError
+from consumer.metrics import Metrics
+from consumer.pipeline import FailurePolicy, Pipeline
+from consumer.projection_loader import load_projections
+from consumer.record import SourceKind
+from consumer.resources import SharedResources
+from projections.projection import Projection
+
+# The TOML file's path for runtimes that have no command line of their own (KCL, Lambda).
+CONFIG_ENV = "STREAM_PROJECTOR_CONFIG"
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> Settings:
+    """Load the TOML named by STREAM_PROJECTOR_CONFIG (plus the usual overrides)."""
+    path = environ.get(CONFIG_ENV, "")
+    if not path:
+        raise ConfigError(f"{CONFIG_ENV}: set it to the path of the TOML configuration file")
+    return load_settings(Path(path))
+
+
+@dataclass
+class ProjectionStack:
+    """Projections, dead letters and failure policy built once; a Pipeline per batch or shard."""
+
+    settings: Settings
+    resources: SharedResources
+    projections: list[Projection]
+    dead_letters: DeadLetterSink | None
+    metrics: Metrics
+    policy: FailurePolicy
+    _decoders: dict[tuple[str, str], Decoder] = field(default_factory=dict)
+
+    def decoder(self, kind: SourceKind, stream: str) -> Decoder:
+        """The decoder for a stream (a DynamoDB stream ARN or a Kinesis stream name), cached."""
+        key = (kind, stream)
+        decoder = self._decoders.get(key)
+        if decoder is None:
+            if kind == "dynamodb":
+                decoder = DynamoDBStreamsDecoder(stream)
+            else:
+                decoder = KinesisDecoder(stream, fmt=self.settings.source.format)
+            self._decoders[key] = decoder
+        return decoder
+
+    def pipeline(self, stream: str, shard_id: str, abandon: threading.Event) -> Pipeline:
+        """A Pipeline over the shared projections; `abandon` cuts its retry waits short."""
+        return Pipeline(
+            stream=stream,
+            shard_id=shard_id,
+            projections=self.projections,
+            metrics=self.metrics,
+            dead_letters=self.dead_letters,
+            policy=self.policy,
+            abandon=abandon,
+        )
+
+    def close(self) -> None:
+        """Release pools (the PostgreSQL one); clients need nothing."""
+        self.resources.close()
+
+
+def build_stack(
+    settings: Settings,
+    *,
+    projections: Sequence[Projection] | None = None,
+    dead_letters: DeadLetterSink | None = None,
+) -> ProjectionStack:
+    """Everything from settings, as the daemon builds it; parts can be given instead."""
+    resources = SharedResources(settings.aws, settings.postgres)
+    loaded = (
+        list(projections)
+        if projections is not None
+        else load_projections(settings.projections, resources)
+    )
+    if dead_letters is None and settings.dead_letter.queue_url:
+        from consumer.sqs_dead_letter import SqsDeadLetterSink
+
+        dead_letters = SqsDeadLetterSink.from_settings(settings.dead_letter, resources)
+    # The fields every version of FailurePolicy has (switch to FailurePolicy.from_settings once
+    # issue 4's version lands, for transient_error_codes and max_record_age_seconds).
+    policy = FailurePolicy(
+        max_attempts=settings.retry.max_attempts,
+        backoff_base_seconds=settings.retry.base_seconds,
+        backoff_cap_seconds=settings.retry.cap_seconds,
+    )
+    return ProjectionStack(settings, resources, loaded, dead_letters, Metrics(), policy)
