@@ -13,18 +13,16 @@ import structlog
 
 from consumer.config import Settings
 from consumer.dead_letter import DeadLetterSink
-from consumer.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
 from consumer.dynamodb_streams_source import DynamoDBStreamsSource
+from consumer.embedded import build_stack
 from consumer.health import HealthServer, Heartbeat
 from consumer.kinesis_source import KinesisSource
 from consumer.lease import Lease
 from consumer.lease_coordinator import LeaseCoordinator
 from consumer.lease_store import DynamoDBLeaseStore
 from consumer.metrics import Metrics
-from consumer.pipeline import FailurePolicy, Pipeline
 from consumer.position import LATEST, TRIM_HORIZON, StartPosition
 from consumer.prefetch import Prefetcher
-from consumer.projection_loader import load_projections
 from consumer.resources import SharedResources
 from consumer.retry import Backoff
 from consumer.shard import ShardInfo
@@ -55,13 +53,6 @@ def build_source(settings: Settings, resources: SharedResources) -> StreamSource
         max_records=polling.max_records,
         min_interval_seconds=polling.min_interval_seconds,
     )
-
-
-def build_decoder(settings: Settings, source: StreamSource) -> Decoder:
-    """The decoder matching the source and its payload format."""
-    if settings.source.kind == "dynamodb":
-        return DynamoDBStreamsDecoder(source.stream_id)
-    return KinesisDecoder(source.stream_id, fmt=settings.source.format)
 
 
 def start_position(lease: Lease, settings: Settings) -> StartPosition:
@@ -117,20 +108,13 @@ def build_daemon(
     metrics: Metrics | None = None,
 ) -> Daemon:
     """Assemble every part from settings; nothing is started yet."""
-    resources = SharedResources(settings.aws, settings.postgres)
-    metrics = metrics or Metrics()
+    stack = build_stack(
+        settings, projections=projections, dead_letters=dead_letters, metrics=metrics
+    )
+    resources, metrics = stack.resources, stack.metrics
     heartbeat = Heartbeat()
     source = build_source(settings, resources)
-    decoder = build_decoder(settings, source)
-    loaded = (
-        list(projections)
-        if projections is not None
-        else load_projections(settings.projections, resources)
-    )
-    if dead_letters is None and settings.dead_letter.queue_url:
-        from consumer.sqs_dead_letter import SqsDeadLetterSink
-
-        dead_letters = SqsDeadLetterSink.from_settings(settings.dead_letter, resources)
+    decoder = stack.decoder(settings.source.kind, source.stream_id)
     store = DynamoDBLeaseStore(resources.aws_client("dynamodb"), settings.lease_table)
     worker_id = settings.resolved_worker_id
     leases = settings.leases
@@ -143,7 +127,6 @@ def build_daemon(
         max_leases_per_worker=leases.max_leases_per_worker or None,
         on_event=lambda kind, shard_id: metrics.lease_event(kind),
     )
-    policy = FailurePolicy.from_settings(settings.retry)
 
     def make_consumer(
         lease: Lease, on_end: Callable[[str, tuple[ShardInfo, ...]], None]
@@ -167,16 +150,7 @@ def build_daemon(
             backoff=Backoff(settings.retry.base_seconds, settings.retry.cap_seconds),
             on_error=metrics.record_retry,
         )
-        pipeline = Pipeline(
-            stream=stream,
-            shard_id=shard_id,
-            projections=loaded,
-            metrics=metrics,
-            dead_letters=dead_letters,
-            policy=policy,
-            abandon=abandon,
-            on_stalled=stalled,
-        )
+        pipeline = stack.pipeline(stream, shard_id, abandon, on_stalled=stalled)
         return ShardConsumer(
             stream=stream,
             shard_id=shard_id,
@@ -202,7 +176,15 @@ def build_daemon(
         ),
     )
     return Daemon(
-        settings, resources, metrics, heartbeat, source, store, coordinator, worker, loaded
+        settings=settings,
+        resources=resources,
+        metrics=metrics,
+        heartbeat=heartbeat,
+        source=source,
+        store=store,
+        coordinator=coordinator,
+        worker=worker,
+        projections=stack.projections,
     )
 
 

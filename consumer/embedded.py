@@ -8,7 +8,7 @@ projections, the dead-letter sink and the Pipeline that retries, bisects and dea
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +59,13 @@ class ProjectionStack:
             self._decoders[key] = decoder
         return decoder
 
-    def pipeline(self, stream: str, shard_id: str, abandon: threading.Event) -> Pipeline:
+    def pipeline(
+        self,
+        stream: str,
+        shard_id: str,
+        abandon: threading.Event,
+        on_stalled: Callable[[bool], None] = lambda stalled: None,
+    ) -> Pipeline:
         """A Pipeline over the shared projections; `abandon` cuts its retry waits short."""
         return Pipeline(
             stream=stream,
@@ -69,6 +75,7 @@ class ProjectionStack:
             dead_letters=self.dead_letters,
             policy=self.policy,
             abandon=abandon,
+            on_stalled=on_stalled,
         )
 
     def close(self) -> None:
@@ -81,6 +88,7 @@ def build_stack(
     *,
     projections: Sequence[Projection] | None = None,
     dead_letters: DeadLetterSink | None = None,
+    metrics: Metrics | None = None,
 ) -> ProjectionStack:
     """Everything from settings, as the daemon builds it; parts can be given instead."""
     resources = SharedResources(settings.aws, settings.postgres)
@@ -93,11 +101,5 @@ def build_stack(
         from consumer.sqs_dead_letter import SqsDeadLetterSink
 
         dead_letters = SqsDeadLetterSink.from_settings(settings.dead_letter, resources)
-    # The fields every version of FailurePolicy has (switch to FailurePolicy.from_settings once
-    # issue 4's version lands, for transient_error_codes and max_record_age_seconds).
-    policy = FailurePolicy(
-        max_attempts=settings.retry.max_attempts,
-        backoff_base_seconds=settings.retry.base_seconds,
-        backoff_cap_seconds=settings.retry.cap_seconds,
-    )
-    return ProjectionStack(settings, resources, loaded, dead_letters, Metrics(), policy)
+    policy = FailurePolicy.from_settings(settings.retry)
+    return ProjectionStack(settings, resources, loaded, dead_letters, metrics or Metrics(), policy)
