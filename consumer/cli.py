@@ -89,9 +89,25 @@ def demo(seed_only: bool, endpoint_url: str | None, log_level: str) -> None:
         demo_.run_until_caught_up(settings)
         click.echo("daemon caught up with every shard and stopped")
         demo_.print_results(settings)
+        _shop_demo(endpoint_url)
     finally:
         if server is not None:
             server.stop()
+
+
+def _shop_demo(endpoint_url: str) -> None:
+    """Scenarios 2 and 4 (shop read models in PostgreSQL), when PostgreSQL can be had."""
+    from consumer import demo_shop
+
+    dsn = demo_shop.postgres_available()
+    if dsn is None:
+        click.echo(
+            "\nskipped the shop read models (scenario 2): no PostgreSQL "
+            "(set DATABASE_URL, or install the server binaries)"
+        )
+        return
+    click.echo("\nshop event store → Kinesis → PostgreSQL read models")
+    demo_shop.run_shop_demo(dsn, endpoint_url, click.echo)
 
 
 @main.command()
