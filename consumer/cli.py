@@ -209,5 +209,16 @@ def _projection_setting(settings: Settings, name: str, key: str, default: Any) -
     raise click.ClickException(f"projections: no projection named {name!r} in the config")
 
 
+def _register_subcommands() -> None:
+    # Imported here, after `main` exists: these modules define their own click commands.
+    from consumer.backfill_cli import backfill
+    from consumer.dlq_cli import dlq
+
+    main.add_command(backfill)
+    main.add_command(dlq)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

@@ -40,3 +40,16 @@ def test_every_documented_command_exists() -> None:
         assert f"`{command.split()[0]}" in README
         result = runner.invoke(main, [*command.split(), "--help"])
         assert result.exit_code == 0, (command, result.output)
+
+
+def test_every_projection_class_named_in_docs_and_configs_imports() -> None:
+    import importlib
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    texts = [README, *(p.read_text() for p in (root / "deploy" / "config").glob("*.toml"))]
+    names = {m for text in texts for m in re.findall(r"projections\.[a-z_.]+:[A-Za-z]+", text)}
+    assert names
+    for name in sorted(names):
+        module, _, attribute = name.partition(":")
+        assert hasattr(importlib.import_module(module), attribute), name

@@ -146,3 +146,13 @@ def test_status_and_search_after_a_run(
     assert [t["trip_id"] for t in orjson.loads(ranged.stdout)["trips"]] == ["trip-streams-001"]
     bad = cli("search", "trips", "--config", path, "--limit", "0", env=env)
     assert bad.returncode == 2
+
+
+@pytest.mark.parametrize("name", ["trip-search.toml", "shop.toml"])
+def test_the_example_configs_migrate_for_real(name: str, moto_endpoint: str, pg_dsn: str) -> None:
+    path = str(ROOT / "deploy" / "config" / name)
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "DATABASE_URL": pg_dsn}
+    for _ in range(2):
+        done = cli("migrate", "--config", path, env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count(": migrated") >= 1
