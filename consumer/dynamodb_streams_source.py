@@ -8,15 +8,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer import fast_get_records
 from consumer.aws import Pacer, error_code, raise_translated
-from consumer.errors import ConfigError, ExpiredIteratorError, TrimmedDataError
+from consumer.errors import ConfigError
 from consumer.position import StartPosition
 from consumer.record import RawRecord
 from consumer.shard import ShardInfo
-from consumer.shard_reader import Batch
+from consumer.shard_iterator import RESOURCE_NOT_FOUND_CODE, IteratorShardReader
 
 # DescribeStream allows 10 calls/s per stream; 4/s leaves room for other replicas.
 DESCRIBE_STREAM_INTERVAL_SECONDS = 0.25
-RESOURCE_NOT_FOUND_CODE = "ResourceNotFoundException"
 
 
 def stream_arn_of_table(dynamodb_client: Any, table_name: str) -> str:
@@ -109,7 +108,7 @@ def _shard_info(shard: dict[str, Any]) -> ShardInfo:
     )
 
 
-class DynamoDBStreamsShardReader:
+class DynamoDBStreamsShardReader(IteratorShardReader):
     """Reads one DynamoDB Streams shard; renews its iterator when it expires (after 15 min)."""
 
     def __init__(
@@ -122,60 +121,10 @@ class DynamoDBStreamsShardReader:
         max_records: int,
         pacer: Pacer,
     ) -> None:
-        self._client = client
         self._stream_arn = stream_arn
-        self._shard_id = shard_id
-        self._start = start
-        self._max_records = max_records
-        self._pacer = pacer
-        self._last_sequence_number: str | None = None
-        self._iterator: str | None = self._get_iterator(start)
+        super().__init__(client, shard_id, start, max_records=max_records, pacer=pacer)
 
-    @property
-    def last_sequence_number(self) -> str | None:
-        """The sequence number of the last record returned, if any."""
-        return self._last_sequence_number
-
-    def next_batch(self) -> Batch:
-        """The next page; shard_end once GetRecords returns no NextShardIterator."""
-        if self._iterator is None:
-            return Batch(records=(), shard_end=True)
-        response = self._get_records_renewing()
-        records = [_raw_record(item) for item in response.get("Records", ())]
-        if records:
-            self._last_sequence_number = records[-1].sequence_number
-        self._iterator = response.get("NextShardIterator")
-        return Batch(records=records, shard_end=self._iterator is None)
-
-    def close(self) -> None:
-        """Nothing to release: an iterator simply expires."""
-        self._iterator = None
-
-    def _get_records_renewing(self) -> dict[str, Any]:
-        # One renewal per call: an iterator that expires again at once is not a stale iterator.
-        try:
-            return self._get_records()
-        except ExpiredIteratorError:
-            self._iterator = self._get_iterator(self._resume_position())
-            return self._get_records()
-
-    def _get_records(self) -> dict[str, Any]:
-        self._pacer.wait()
-        try:
-            response: dict[str, Any] = self._client.get_records(
-                ShardIterator=self._iterator, Limit=self._max_records
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise_translated(exc, f"GetRecords {self._shard_id}")
-        return response
-
-    def _resume_position(self) -> StartPosition:
-        if self._last_sequence_number is None:
-            return self._start
-        return StartPosition.after(self._last_sequence_number)
-
-    def _get_iterator(self, start: StartPosition) -> str | None:
-        """An iterator at `start`; None when the whole shard is past retention (nothing left)."""
+    def _iterator_request(self, start: StartPosition) -> dict[str, Any]:
         request: dict[str, Any] = {
             "StreamArn": self._stream_arn,
             "ShardId": self._shard_id,
@@ -183,29 +132,18 @@ class DynamoDBStreamsShardReader:
         }
         if start.sequence_number is not None:
             request["SequenceNumber"] = start.sequence_number
-        what = f"GetShardIterator {self._shard_id} {start.iterator_type}"
-        try:
-            return str(self._client.get_shard_iterator(**request)["ShardIterator"])
-        except ClientError as exc:
-            # A shard older than the 24 h retention is deleted with its records: from a
-            # sequence number that is data lost upstream; from TRIM_HORIZON, an ended shard.
-            if error_code(exc) == RESOURCE_NOT_FOUND_CODE:
-                if start.sequence_number is not None:
-                    raise TrimmedDataError(f"{what}: the shard no longer exists") from exc
-                # A missing stream is a configuration error, not an ended shard: this raises.
-                self._client.describe_stream(StreamArn=self._stream_arn, Limit=1)
-                return None
-            raise_translated(exc, what)
-        except BotoCoreError as exc:
-            raise_translated(exc, what)
+        return request
 
+    def _confirm_stream_exists(self) -> None:
+        self._client.describe_stream(StreamArn=self._stream_arn, Limit=1)
 
-def _raw_record(item: dict[str, Any]) -> RawRecord:
-    change = item["dynamodb"]
-    created = change.get("ApproximateCreationDateTime")
-    return RawRecord(
-        sequence_number=change["SequenceNumber"],
-        approximate_arrival=float(created) if created is not None else None,
-        payload=item,
-        size_bytes=int(change.get("SizeBytes", 0)),
-    )
+    @staticmethod
+    def _raw_record(item: dict[str, Any]) -> RawRecord:
+        change = item["dynamodb"]
+        created = change.get("ApproximateCreationDateTime")
+        return RawRecord(
+            sequence_number=change["SequenceNumber"],
+            approximate_arrival=float(created) if created is not None else None,
+            payload=item,
+            size_bytes=int(change.get("SizeBytes", 0)),
+        )

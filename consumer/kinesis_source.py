@@ -8,14 +8,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer import fast_get_records
-from consumer.aws import Pacer, error_code, raise_translated
-from consumer.errors import ConfigError, ExpiredIteratorError, TrimmedDataError
+from consumer.aws import Pacer, raise_translated
+from consumer.errors import ConfigError
 from consumer.position import StartPosition
 from consumer.record import RawRecord
 from consumer.shard import ShardInfo
+from consumer.shard_iterator import IteratorShardReader
 from consumer.shard_reader import Batch
-
-RESOURCE_NOT_FOUND_CODE = "ResourceNotFoundException"
 
 
 class KinesisSource:
@@ -94,7 +93,7 @@ def _shard_info(shard: dict[str, Any]) -> ShardInfo:
     )
 
 
-class KinesisShardReader:
+class KinesisShardReader(IteratorShardReader):
     """Reads one Kinesis shard; renews its iterator when it expires (after 5 min)."""
 
     def __init__(
@@ -107,29 +106,26 @@ class KinesisShardReader:
         max_records: int,
         pacer: Pacer,
     ) -> None:
-        self._client = client
         self._stream = stream
-        self._shard_id = shard_id
-        self._start = start
-        self._max_records = max_records
-        self._pacer = pacer
-        self._last_sequence_number: str | None = None
-        self._iterator: str | None = self._get_iterator(start)
+        super().__init__(client, shard_id, start, max_records=max_records, pacer=pacer)
 
-    @property
-    def last_sequence_number(self) -> str | None:
-        """The sequence number of the last record returned, if any."""
-        return self._last_sequence_number
+    def _iterator_request(self, start: StartPosition) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            **self._stream,
+            "ShardId": self._shard_id,
+            "ShardIteratorType": start.iterator_type,
+        }
+        if start.sequence_number is not None:
+            request["StartingSequenceNumber"] = start.sequence_number
+        if start.timestamp is not None:
+            request["Timestamp"] = datetime.fromtimestamp(start.timestamp, tz=UTC)
+        return request
 
-    def next_batch(self) -> Batch:
-        """The next page; at the end of a closed shard, shard_end and the child shards."""
-        if self._iterator is None:
-            return Batch(records=(), shard_end=True)
-        response = self._get_records_renewing()
-        records = [_raw_record(item) for item in response.get("Records", ())]
-        if records:
-            self._last_sequence_number = records[-1].sequence_number
-        self._iterator = response.get("NextShardIterator")
+    def _confirm_stream_exists(self) -> None:
+        self._client.describe_stream_summary(**self._stream)
+
+    def _batch(self, records: list[RawRecord], response: dict[str, Any]) -> Batch:
+        """At the end of a closed shard: shard_end and the child shards."""
         children = tuple(
             ShardInfo(shard_id=child["ShardId"], parent_shard_ids=tuple(child["ParentShards"]))
             for child in response.get("ChildShards") or ()
@@ -141,69 +137,15 @@ class KinesisShardReader:
             child_shards=children,
         )
 
-    def close(self) -> None:
-        """Nothing to release: an iterator simply expires."""
-        self._iterator = None
-
-    def _get_records_renewing(self) -> dict[str, Any]:
-        # One renewal per call: an iterator that expires again at once is not a stale iterator.
-        try:
-            return self._get_records()
-        except ExpiredIteratorError:
-            self._iterator = self._get_iterator(self._resume_position())
-            return self._get_records()
-
-    def _get_records(self) -> dict[str, Any]:
-        self._pacer.wait()
-        try:
-            response: dict[str, Any] = self._client.get_records(
-                ShardIterator=self._iterator, Limit=self._max_records
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise_translated(exc, f"GetRecords {self._shard_id}")
-        return response
-
-    def _resume_position(self) -> StartPosition:
-        # With nothing read yet, the original start is still right: no record was skipped.
-        if self._last_sequence_number is None:
-            return self._start
-        return StartPosition.after(self._last_sequence_number)
-
-    def _get_iterator(self, start: StartPosition) -> str | None:
-        """An iterator at `start`; None when the whole shard is past retention (nothing left)."""
-        request: dict[str, Any] = {
-            **self._stream,
-            "ShardId": self._shard_id,
-            "ShardIteratorType": start.iterator_type,
-        }
-        if start.sequence_number is not None:
-            request["StartingSequenceNumber"] = start.sequence_number
-        if start.timestamp is not None:
-            request["Timestamp"] = datetime.fromtimestamp(start.timestamp, tz=UTC)
-        what = f"GetShardIterator {self._shard_id} {start.iterator_type}"
-        try:
-            return str(self._client.get_shard_iterator(**request)["ShardIterator"])
-        except ClientError as exc:
-            # A closed shard older than the retention period is deleted with its records.
-            if error_code(exc) == RESOURCE_NOT_FOUND_CODE:
-                if start.sequence_number is not None:
-                    raise TrimmedDataError(f"{what}: the shard no longer exists") from exc
-                # A missing stream is a configuration error, not an ended shard: this raises.
-                self._client.describe_stream_summary(**self._stream)
-                return None
-            raise_translated(exc, what)
-        except BotoCoreError as exc:
-            raise_translated(exc, what)
-
-
-def _raw_record(item: dict[str, Any]) -> RawRecord:
-    data: str = item["Data"]
-    # Kinesis bills and limits a record by its decoded data plus its partition key.
-    padding = 2 if data.endswith("==") else 1 if data.endswith("=") else 0
-    arrival = item.get("ApproximateArrivalTimestamp")
-    return RawRecord(
-        sequence_number=item["SequenceNumber"],
-        approximate_arrival=float(arrival) if arrival is not None else None,
-        payload=item,
-        size_bytes=len(data) * 3 // 4 - padding + len(item.get("PartitionKey", "")),
-    )
+    @staticmethod
+    def _raw_record(item: dict[str, Any]) -> RawRecord:
+        data: str = item["Data"]
+        # Kinesis bills and limits a record by its decoded data plus its partition key.
+        padding = 2 if data.endswith("==") else 1 if data.endswith("=") else 0
+        arrival = item.get("ApproximateArrivalTimestamp")
+        return RawRecord(
+            sequence_number=item["SequenceNumber"],
+            approximate_arrival=float(arrival) if arrival is not None else None,
+            payload=item,
+            size_bytes=len(data) * 3 // 4 - padding + len(item.get("PartitionKey", "")),
+        )
