@@ -31,7 +31,6 @@ REDRIVE_VISIBILITY_SECONDS = 300
 # earlier one (a version gap) succeeds on the next pass.
 MAX_PASSES = 5
 # Formats of `[source] format` as the Kinesis decoder names them.
-KINESIS_FORMATS = {"auto": "auto", "dynamodb-json": "dynamodb", "json": "json", "kpl": "auto"}
 
 
 class RedriveError(StreamProjectorError):
@@ -170,7 +169,8 @@ def decoder_for(kind: str, fmt: str, envelope: Mapping[str, Any]) -> Decoder:
     """The decoder the daemon uses for the envelope's stream (`[source] kind` and `format`)."""
     if kind == "dynamodb":
         return DynamoDBStreamsDecoder(str(envelope["stream"]))
-    return KinesisDecoder(str(envelope["stream"]), fmt=KINESIS_FORMATS.get(fmt, "auto"))  # type: ignore[arg-type]
+    # `[source] format` is validated at start-up to the decoder's own names.
+    return KinesisDecoder(str(envelope["stream"]), fmt=fmt)  # type: ignore[arg-type]
 
 
 def _epoch(iso: Any) -> float | None:
