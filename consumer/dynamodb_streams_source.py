@@ -79,7 +79,7 @@ class DynamoDBStreamsSource:
                 description = self._client.describe_stream(**request)["StreamDescription"]
             except (BotoCoreError, ClientError) as exc:
                 raise_translated(exc, f"DescribeStream {self._stream_arn}")
-            shards.extend(_shard_info(shard) for shard in description.get("Shards", ()))
+            shards.extend(ShardInfo.from_wire(shard) for shard in description.get("Shards", ()))
             last = description.get("LastEvaluatedShardId")
             if not last:
                 return shards
@@ -95,17 +95,6 @@ class DynamoDBStreamsSource:
             max_records=self._max_records,
             pacer=Pacer(self._min_interval),
         )
-
-
-def _shard_info(shard: dict[str, Any]) -> ShardInfo:
-    numbers = shard.get("SequenceNumberRange", {})
-    parent = shard.get("ParentShardId")
-    return ShardInfo(
-        shard_id=shard["ShardId"],
-        parent_shard_ids=(parent,) if parent else (),
-        starting_sequence_number=numbers.get("StartingSequenceNumber"),
-        ending_sequence_number=numbers.get("EndingSequenceNumber"),
-    )
 
 
 class DynamoDBStreamsShardReader(IteratorShardReader):

@@ -57,7 +57,7 @@ class KinesisSource:
                 response = self._client.list_shards(**request)
             except (BotoCoreError, ClientError) as exc:
                 raise_translated(exc, f"ListShards {self._stream_id}")
-            shards.extend(_shard_info(shard) for shard in response.get("Shards", ()))
+            shards.extend(ShardInfo.from_wire(shard) for shard in response.get("Shards", ()))
             token = response.get("NextToken")
             if not token:
                 return shards
@@ -76,21 +76,6 @@ class KinesisSource:
             max_records=self._max_records,
             pacer=Pacer(self._min_interval),
         )
-
-
-def _shard_info(shard: dict[str, Any]) -> ShardInfo:
-    numbers = shard.get("SequenceNumberRange", {})
-    parents = tuple(
-        parent
-        for parent in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
-        if parent
-    )
-    return ShardInfo(
-        shard_id=shard["ShardId"],
-        parent_shard_ids=parents,
-        starting_sequence_number=numbers.get("StartingSequenceNumber"),
-        ending_sequence_number=numbers.get("EndingSequenceNumber"),
-    )
 
 
 class KinesisShardReader(IteratorShardReader):

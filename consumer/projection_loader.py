@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from consumer.config import ProjectionSettings
 from consumer.errors import ConfigError
@@ -23,6 +24,24 @@ def load_class(path: str, where: str) -> type:
         return getattr(module, class_name)
     except AttributeError:
         raise ConfigError(f"{where}: module {module_name!r} has no {class_name!r}") from None
+
+
+def load_inner_projection(
+    name: str, settings: Mapping[str, Any], resources: Resources, own_keys: set[str]
+) -> Projection:
+    """For wrapper projections: the one named by `settings.projection` with `settings.settings`.
+
+    `own_keys` are the wrapper's other settings; any further key is a ConfigError.
+    """
+    where = f"projections.{name}.settings"
+    unknown = set(settings) - {"projection", "settings", *own_keys}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    path = settings.get("projection")
+    if not isinstance(path, str):
+        raise ConfigError(f"{where}.projection must be 'module:Class'")
+    inner_cls = load_class(path, f"{where}.projection")
+    return inner_cls.from_config(name, settings.get("settings", {}), resources)
 
 
 def load_projections(

@@ -231,16 +231,9 @@ class FilteredProjection:
         cls, name: str, settings: Mapping[str, Any], resources: Resources
     ) -> FilteredProjection:
         """Build the inner projection by import path, then wrap it with `filter`."""
-        from consumer.projection_loader import load_class
+        from consumer.projection_loader import load_inner_projection
 
-        unknown = set(settings) - {"projection", "settings", "filter"}
-        if unknown:
-            raise ConfigError(f"projections.{name}.settings: unknown key(s) {sorted(unknown)}")
-        path = settings.get("projection")
-        if not isinstance(path, str):
-            raise ConfigError(f"projections.{name}.settings.projection must be 'module:Class'")
-        inner_cls = load_class(path, f"projections.{name}.settings.projection")
-        inner = inner_cls.from_config(name, settings.get("settings", {}), resources)
+        inner = load_inner_projection(name, settings, resources, {"filter"})
         return cls(inner, parse_filter(settings.get("filter"), f"projections.{name}.filter"))
 
     def apply(self, records: Sequence[ChangeRecord]) -> Outcome:

@@ -153,19 +153,12 @@ class ImageFetchingProjection:
         cls, name: str, settings: Mapping[str, Any], resources: Resources
     ) -> ImageFetchingProjection:
         """Build the inner projection by import path and a fetcher on the DynamoDB client."""
-        from consumer.projection_loader import load_class
+        from consumer.projection_loader import load_inner_projection
 
-        unknown = set(settings) - {"projection", "settings", "table"}
-        if unknown:
-            raise ConfigError(f"projections.{name}.settings: unknown key(s) {sorted(unknown)}")
-        path = settings.get("projection")
-        if not isinstance(path, str):
-            raise ConfigError(f"projections.{name}.settings.projection must be 'module:Class'")
         table = settings.get("table")
         if table is not None and (not isinstance(table, str) or not table):
             raise ConfigError(f"projections.{name}.settings.table must be a non-empty string")
-        inner_cls = load_class(path, f"projections.{name}.settings.projection")
-        inner = inner_cls.from_config(name, settings.get("settings", {}), resources)
+        inner = load_inner_projection(name, settings, resources, {"table"})
         return cls(inner, ImageFetcher(resources.aws_client("dynamodb"), table))
 
     def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
