@@ -179,6 +179,34 @@ class LeaseCoordinator:
         self._on_event("released", shard_id)
         log.info("lease released", shard=shard_id, worker=self.worker_id)
 
+    def delete_finished(self, current_shards: set[str]) -> list[str]:
+        """Delete leases at SHARD_END whose shard the stream no longer lists; return their keys.
+
+        DynamoDB Streams closes a shard every few hours and drops it after 24 h: without this
+        the table, and every listing of it, would grow for as long as the stream lives. A
+        missing parent lease counts as finished (`parents_done`), so children are unaffected.
+        """
+        with self._lock:
+            gone = [
+                lease.lease_key
+                for lease in self._listing.values()
+                if lease.finished
+                and lease.lease_key not in current_shards
+                and lease.lease_key not in self._held
+            ]
+        deleted = []
+        for key in gone:
+            try:
+                self._store.delete(key)
+            except TransientError as error:
+                log.warning("finished lease not deleted", shard=key, detail=str(error))
+                continue
+            with self._lock:
+                self._listing.pop(key, None)
+            deleted.append(key)
+            log.info("finished lease deleted", shard=key, worker=self.worker_id)
+        return deleted
+
     def release_all(self) -> None:
         """Release every held lease (graceful shutdown)."""
         for shard_id in list(self.held()):

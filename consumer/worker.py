@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.errors import StreamProjectorError
 from consumer.health import Heartbeat
@@ -35,6 +36,7 @@ class Coordinator(Protocol):
     def parents_done(self, shard_id: str) -> bool: ...
     def release(self, shard_id: str) -> object: ...
     def release_all(self) -> object: ...
+    def delete_finished(self, current_shards: set[str]) -> object: ...
 
 
 # Builds a started-later consumer for a held lease: (lease, on_shard_end) -> ShardConsumer.
@@ -94,9 +96,10 @@ class Worker:
             try:
                 self.step()
                 self.last_error = ""
-            except StreamProjectorError as exc:
-                # The lease table or the stream is unreachable: keep the loop (and leases'
-                # expiry) honest and try again next tick; consumers keep running meanwhile.
+            except (StreamProjectorError, BotoCoreError, ClientError) as exc:
+                # The lease table or the stream is unreachable or refuses us (an IAM change,
+                # say): keep the loop alive, show it in /readyz, and try again next tick;
+                # consumers keep running meanwhile, fenced by their leases.
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("worker step failed", error=self.last_error)
             if until is not None and until():
@@ -122,6 +125,7 @@ class Worker:
             self._coordinator.ensure_leases(children, self._initial_checkpoint)
         shards = self._source.list_shards()
         self._coordinator.ensure_leases(shards, self._initial_checkpoint)
+        self._coordinator.delete_finished({shard.shard_id for shard in shards})
         self.synced.set()
 
     def _on_shard_end(self, shard_id: str, children: tuple[ShardInfo, ...]) -> None:

@@ -328,3 +328,28 @@ def test_renewals_failing_past_failover_drop_the_lease(store: DynamoDBLeaseStore
     a.tick()
     assert not a.is_held("shard-1")  # others may have taken it by now: stop reading it
     assert lost == ["shard-1"]
+
+
+def test_finished_leases_of_shards_gone_from_the_stream_are_deleted(
+    store: DynamoDBLeaseStore,
+) -> None:
+    from consumer.lease import Lease
+
+    store.create_if_absent(Lease("shard-gone", checkpoint=SENTINEL_SHARD_END))
+    store.create_if_absent(Lease("shard-closed-still-listed", checkpoint=SENTINEL_SHARD_END))
+    store.create_if_absent(Lease("shard-open-unlisted", checkpoint="12345"))
+    store.create_if_absent(
+        Lease("shard-child", parent_shard_ids=frozenset({"shard-gone"}), checkpoint="1")
+    )
+    a = coordinator(store, "worker-a", FakeClock())
+    a.tick()
+
+    deleted = a.delete_finished({"shard-closed-still-listed", "shard-child"})
+
+    assert deleted == ["shard-gone"]
+    assert {lease.lease_key for lease in store.list_leases()} == {
+        "shard-closed-still-listed",
+        "shard-open-unlisted",
+        "shard-child",
+    }
+    assert a.parents_done("shard-child")  # a deleted parent counts as finished
