@@ -21,6 +21,9 @@ from consumer.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
 
+# Longer than a GetRecords call normally takes; botocore's read timeout bounds the worst case.
+PREFETCH_JOIN_SECONDS = 10.0
+
 
 class Checkpointer(Protocol):
     """Records progress in the lease table, fenced by lease ownership (DESIGN.md, inv. 3)."""
@@ -125,6 +128,9 @@ class ShardConsumer:
             self.exit = self._loop()
         finally:
             self._prefetcher.stop()
+            # A fetch in progress would record metrics after the worker forgot this shard's
+            # series and bring them back: end only once the prefetcher has.
+            self._prefetcher.join(PREFETCH_JOIN_SECONDS)
             self._in_flight.clear()
         log.info("shard consumer ended", exit=self.exit.value if self.exit else None)
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from consumer.config import Settings, load_settings
 from consumer.lease_store import DynamoDBLeaseStore
@@ -86,6 +87,13 @@ def test_a_worker_whose_lease_was_taken_stops_the_shard_and_never_checkpoints_ag
             "stream_projector_lease_events_total", {"kind": "lost"}
         )
         assert lost == 1
+
+        # The shard is another worker's now: none of its series is left in /metrics.
+        def exposed() -> str:
+            return generate_latest(daemon.metrics.registry).decode()
+
+        wait_until(lambda: f'shard="{shard_id}"' not in exposed(), timeout=10, what="forgotten")
+        assert "stream_projector_leases_held 0.0" in exposed()
 
 
 def test_prefetch_is_bounded_while_a_batch_is_stuck(

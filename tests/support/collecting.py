@@ -16,6 +16,7 @@ class CollectingProjection:
 
     def __init__(self) -> None:
         self.applied: list[int] = []
+        self.sequences: list[str] = []
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -24,4 +25,5 @@ class CollectingProjection:
         self.entered.set()
         self.gate.wait(60)
         self.applied.extend(int(r.new_image["n"]) for r in records if r.new_image)
+        self.sequences.extend(r.sequence_number for r in records)
         return Outcome(applied=len(records))
