@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 PREFIX = "stream_projector_"
 
 SHARD_STATES = ("waiting_parent", "running", "stalled", "finished")
-OUTCOMES = ("applied", "stale_skipped", "filtered", "dead_lettered")
 RETRY_KINDS = ("transient", "poison", "throttle", "expired_iterator", "lease")
 LEASE_EVENTS = ("taken", "stolen", "lost", "released")
 

@@ -36,7 +36,6 @@ class FetchedBatch:
     last_sub_sequence: int = 0
     shard_end: bool = False
     child_shards: tuple[ShardInfo, ...] = ()
-    fetched_at: float = 0.0
 
     @property
     def empty(self) -> bool:
@@ -165,7 +164,6 @@ class Prefetcher:
         batch = decode_page(self._decoder, self._shard_id, raws)
         batch.shard_end = page.shard_end
         batch.child_shards = page.child_shards
-        batch.fetched_at = time.time()
         if batch.empty and not batch.shard_end:
             self.caught_up.set()
             pause(self._stop, self._idle_backoff)

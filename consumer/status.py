@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 
 from consumer.lease import Lease
 
-STATES = ("finished", "running", "waiting_parent", "unowned")
 COLUMNS = ("SHARD", "PARENTS", "OWNER", "CHECKPOINT", "STATE", "ITERATOR AGE")
 
 
