@@ -1,0 +1,488 @@
+"""Stream to read model, end to end: the tutorials' consumer against this daemon, in one run.
+
+Scenario 1 of seed 001. The benchmark starts a moto server, creates a TripTable with a
+NEW_AND_OLD_IMAGES stream and writes `--changes` FLIGHT/HOTEL/PAYMENT changes of `--trips`
+trips to it (the same component of a trip is written again and again, so keys repeat: the
+first write of an item is an INSERT, every later one a MODIFY). Then, on that one stream:
+
+- A, the tutorials' consumer: a boto3 `dynamodbstreams` client with botocore's own parser,
+  `describe_stream`, TRIM_HORIZON per shard, `get_records` in a loop, `TypeDeserializer` on
+  the image, and one unconditional `Table.update_item` per record, one at a time (the shape of
+  seed 001's stream handler), into its own TripSearchTable; it stops at the first empty page.
+- B, this daemon: `build_daemon(settings)` + `run_daemon(..., until=caught up)` with the
+  `trip_search` projection, leases and checkpoints in its lease table, into another
+  TripSearchTable.
+
+For each side: wall-clock seconds from start to caught up, records/s, UpdateItem calls on the
+read model (a botocore hook on the side's clients), every other AWS call, CPU seconds of this
+process and of the moto server. The two read models are compared on the business fields both
+write (`same read model: True/False`); `updated_at` differs by design (the tutorial stamps
+the wall clock, the daemon the change's creation time) and the guards are B's alone.
+
+Run: `python -m bench end_to_end [--changes N --trips K --extra-latency-ms L --json]`.
+`--extra-latency-ms` sleeps before every AWS request of both sides (the same `before-send`
+hook as bench/dynamodb_sink_bench.py) to stand for a round trip to the real service; the
+output labels it as simulated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import structlog
+from boto3.dynamodb.types import TypeDeserializer
+
+from bench.dynamodb_sink_bench import start_moto
+from consumer.attribute_values import to_image
+from consumer.aws import make_client
+from consumer.config import load_settings
+from consumer.daemon import build_daemon, run_daemon
+from consumer.demo import create_trip_table
+from projections.trip_search import COMPONENTS, create_table
+
+REGION = "us-east-1"
+# Seed 001's statuses per component, including the saga's compensation states.
+STATUSES = {
+    "FLIGHT": ("PENDING", "CONFIRMED", "CANCELLED"),
+    "HOTEL": ("PENDING", "CONFIRMED", "CANCELED"),
+    "PAYMENT": ("PENDING", "COMPLETED", "FAILED", "REFUNDED"),
+}
+HOTELS = ("Grand Hotel Tokyo", "Test Hotel", "Hotel Osaka Bay", "Kyoto Garden Inn")
+# The document fields both consumers write; `updated_at` is stamped differently on purpose.
+BUSINESS_FIELDS = tuple(name for component in COMPONENTS for name in component.document_fields)
+# The demo's pacing (consumer/demo.py): a short idle backoff, so "caught up" is seen promptly.
+POLLING = {"idle_backoff_seconds": 0.2, "min_interval_seconds": 0.05}
+LEASES = {"failover_seconds": 10, "renew_interval_seconds": 2, "take_interval_seconds": 1}
+
+
+# -- the input --------------------------------------------------------------------------------
+
+
+def make_changes(changes: int, trips: int, seed: int = 1) -> list[dict[str, Any]]:
+    """`changes` full TripTable items in write order; (trip, component) pairs repeat.
+
+    Every change bumps `revision`, so each write really changes the item: DynamoDB writes no
+    stream record for a write that changes nothing, and the count of records must be exact.
+    """
+    rng = random.Random(seed)
+    items = []
+    for revision in range(changes):
+        trip_id = f"trip-{rng.randrange(trips):05d}"
+        component = rng.choice(("FLIGHT", "HOTEL", "PAYMENT"))
+        day = rng.randrange(1, 28)
+        item: dict[str, Any] = {
+            "PK": f"TRIP#{trip_id}",
+            "SK": f"{component}#{trip_id}",
+            "trip_id": trip_id,
+            "EntityType": component,
+            "status": rng.choice(STATUSES[component]),
+            "revision": revision,
+        }
+        if component == "FLIGHT":
+            item["flight_number"] = f"NH{rng.randrange(1, 1000):03d}"
+            item["departure_time"] = f"2026-04-{day:02d}T10:00:00"
+            item["arrival_time"] = f"2026-04-{day:02d}T14:00:00"
+        elif component == "HOTEL":
+            item["hotel_name"] = rng.choice(HOTELS)
+            item["check_in_date"] = f"2026-04-{day:02d}"
+            item["check_out_date"] = f"2026-04-{day + 2:02d}"
+        else:
+            item["amount"] = rng.randrange(10_000, 300_000)
+            item["currency"] = "JPY"
+        items.append(item)
+    return items
+
+
+def write_changes(client: Any, table: str, items: Sequence[dict[str, Any]]) -> None:
+    """Write `items` in order with batch_write_item (fast setup, not part of any timing).
+
+    A batch may not name one key twice, so a batch ends early at a repeated key; batches run
+    in order, so the stream keeps each key's order.
+    """
+    batch: list[dict[str, Any]] = []
+    keys: set[tuple[str, str]] = set()
+
+    def flush() -> None:
+        pending: dict[str, Any] = {table: batch}
+        while pending:
+            pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+        batch.clear()
+        keys.clear()
+
+    for item in items:
+        key = (item["PK"], item["SK"])
+        if key in keys or len(batch) == 25:
+            flush()
+        keys.add(key)
+        batch.append({"PutRequest": {"Item": to_image(item)}})
+    if batch:
+        flush()
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+@dataclass
+class CallLog:
+    """The AWS calls one side makes, by operation; UpdateItem on the read model apart."""
+
+    read_model: str
+    operations: Counter[str] = field(default_factory=Counter)
+    read_model_updates: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def watch(self, client: Any, latency_ms: float) -> None:
+        """Count every call of `client`; sleep `latency_ms` before each request if asked."""
+        service = client.meta.service_model.service_id.hyphenize()
+        # before-parameter-build sees the caller's parameters (TableName), once per call.
+        client.meta.events.register(f"before-parameter-build.{service}", self._count)
+        if latency_ms > 0:
+            # The same stand-in for a network round trip as bench/dynamodb_sink_bench.py's
+            # add_latency, registered per service so the streams client pays it too.
+            client.meta.events.register(
+                f"before-send.{service}", lambda **_: time.sleep(latency_ms / 1000)
+            )
+
+    def _count(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
+        # The daemon's sink writes from many threads through one client.
+        with self._lock:
+            if model.name == "UpdateItem" and params.get("TableName") == self.read_model:
+                self.read_model_updates += 1
+            else:
+                self.operations[model.name] += 1
+
+
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) the moto server process has used; 0 when not ours."""
+    if pid is None:
+        return 0.0
+    # /proc/<pid>/stat: fields 14 and 15 (utime, stime) are the 12th and 13th after "(comm)".
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    """One side's figures."""
+
+    name: str
+    records: int
+    seconds: float
+    cpu_seconds: float
+    server_cpu_seconds: float
+    read_model_updates: int
+    other_calls: dict[str, int]
+    stop_seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Records per wall-clock second, start to caught up."""
+        return self.records / self.seconds if self.seconds else float("inf")
+
+
+class Clock:
+    """Wall clock, this process's CPU and the server's CPU, from one start."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self._pid = server_pid
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+        self._server = server_cpu(server_pid)
+
+    def read(self) -> tuple[float, float, float]:
+        """(wall s, process CPU s, server CPU s) since the start."""
+        return (
+            time.perf_counter() - self._wall,
+            time.process_time() - self._cpu,
+            server_cpu(self._pid) - self._server,
+        )
+
+
+# -- A: the tutorials' consumer ---------------------------------------------------------------
+
+# Seed 001's handler: SK prefix → (source attribute, document attribute), `item.get(x, "")`.
+TUTORIAL_FIELDS = {
+    "FLIGHT#": (
+        ("flight_number", "flight_number"),
+        ("departure_time", "departure_time"),
+        ("arrival_time", "arrival_time"),
+        ("status", "flight_status"),
+    ),
+    "HOTEL#": (
+        ("hotel_name", "hotel_name"),
+        ("check_in_date", "check_in_date"),
+        ("check_out_date", "check_out_date"),
+        ("status", "hotel_status"),
+    ),
+    "PAYMENT#": (
+        ("amount", "total_amount"),
+        ("currency", "currency"),
+        ("status", "payment_status"),
+    ),
+}
+
+
+def tutorial_handle(record: Mapping[str, Any], table: Any, deserializer: TypeDeserializer) -> None:
+    """One stream record as seed 001's Lambda handles it: no guard, one call per record."""
+    stream_record = record["dynamodb"]
+    if record["eventName"] == "REMOVE":
+        old = {k: deserializer.deserialize(v) for k, v in stream_record["OldImage"].items()}
+        table.delete_item(Key={"trip_id": str(old.get("PK", "")).removeprefix("TRIP#")})
+        return
+    new = {k: deserializer.deserialize(v) for k, v in stream_record["NewImage"].items()}
+    sort_key = str(new.get("SK", ""))
+    mapping = next((m for p, m in TUTORIAL_FIELDS.items() if sort_key.startswith(p)), None)
+    if mapping is None:
+        return  # TRIP# and other entities are not projected
+    fields = {target: str(new.get(source, "")) for source, target in mapping}
+    fields["updated_at"] = datetime.now(UTC).isoformat()  # the seed stamps the wall clock
+    table.update_item(
+        Key={"trip_id": str(new.get("PK", "")).removeprefix("TRIP#")},
+        UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))),
+        ExpressionAttributeNames={f"#f{i}": name for i, name in enumerate(fields)},
+        ExpressionAttributeValues={f":v{i}": value for i, value in enumerate(fields.values())},
+    )
+
+
+def run_tutorial(
+    endpoint: str,
+    stream_arn: str,
+    search_table: str,
+    expected: int,
+    latency_ms: float,
+    server_pid: int | None,
+) -> Result:
+    """A: read every shard from TRIM_HORIZON to its first empty page, one write per record."""
+    streams = boto3.client("dynamodbstreams", region_name=REGION, endpoint_url=endpoint)
+    resource = boto3.resource("dynamodb", region_name=REGION, endpoint_url=endpoint)
+    calls = CallLog(search_table)
+    calls.watch(streams, latency_ms)
+    calls.watch(resource.meta.client, latency_ms)
+    table = resource.Table(search_table)
+    deserializer = TypeDeserializer()
+
+    clock = Clock(server_pid)
+    read = 0
+    shards = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
+    for shard in shards:
+        iterator = streams.get_shard_iterator(
+            StreamArn=stream_arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            page = streams.get_records(ShardIterator=iterator)
+            for record in page["Records"]:
+                tutorial_handle(record, table, deserializer)
+            read += len(page["Records"])
+            iterator = page.get("NextShardIterator")
+            if not page["Records"]:
+                break  # caught up: everything was written before the clock started
+    wall, cpu, server = clock.read()
+    if read != expected:
+        raise RuntimeError(f"the tutorial read {read} records, expected {expected}")
+    return Result(
+        "A tutorials (1 update_item/record)",
+        read,
+        wall,
+        cpu,
+        server,
+        calls.read_model_updates,
+        dict(calls.operations),
+    )
+
+
+# -- B: this daemon ---------------------------------------------------------------------------
+
+
+def run_projector(
+    endpoint: str,
+    trip_table: str,
+    search_table: str,
+    expected: int,
+    latency_ms: float,
+    server_pid: int | None,
+    timeout: float,
+) -> Result:
+    """B: the daemon with the trip_search projection, until every shard is read to its tip."""
+    settings = load_settings(
+        None,
+        application=f"bench-e2e-{uuid.uuid4().hex[:6]}",
+        source={"kind": "dynamodb", "table": trip_table},
+        aws={"endpoint_url": endpoint, "region": REGION},
+        http={"host": "127.0.0.1", "port": 0},
+        polling=POLLING,
+        leases=LEASES,
+        projections=[
+            {
+                "name": "trip_search",
+                "class": "projections.trip_search:TripSearchProjection",
+                "settings": {"table": search_table},
+            }
+        ],
+    )
+    daemon = build_daemon(settings)
+    calls = CallLog(search_table)
+    for service in ("dynamodb", "dynamodbstreams"):
+        calls.watch(daemon.resources.aws_client(service), latency_ms)
+    # The lease table exists in steady state, as the read models do; creating it is setup.
+    daemon.store.ensure_table()
+    calls.operations.clear()
+
+    clock = Clock(server_pid)
+    caught: list[tuple[float, float, float]] = []
+    timed_out = [False]
+
+    def until() -> bool:
+        # Two caught-up observations in a row (one worker tick apart): the first is when
+        # the daemon caught up, the second confirms no record was still on its way.
+        if daemon.worker.caught_up():
+            caught.append(clock.read())
+        else:
+            caught.clear()
+        # Returning True (not raising) lets the worker stop its shard threads gracefully.
+        timed_out[0] = clock.read()[0] > timeout
+        return len(caught) >= 2 or timed_out[0]
+
+    run_daemon(daemon, threading.Event(), serve_http=False, until=until)
+    stopped = clock.read()[0]
+    if timed_out[0]:
+        raise RuntimeError(f"the daemon did not catch up within {timeout:.0f} s")
+    wall, cpu, server = caught[0]
+    return Result(
+        "B stream-projector (daemon)",
+        # Caught up means every record up to the tip was applied; the read-model comparison
+        # in main() is what proves none was lost.
+        expected,
+        wall,
+        cpu,
+        server,
+        calls.read_model_updates,
+        dict(calls.operations),
+        stop_seconds=stopped - caught[-1][0],
+    )
+
+
+# -- the read models --------------------------------------------------------------------------
+
+
+def business_view(client: Any, table: str) -> dict[str, dict[str, str]]:
+    """Every document's business fields as strings (the tutorial stores numbers as strings)."""
+    documents: dict[str, dict[str, str]] = {}
+    for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        for item in page["Items"]:
+            documents[item["trip_id"]["S"]] = {
+                name: next(iter(item[name].values())) for name in BUSINESS_FIELDS if name in item
+            }
+    return documents
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def report_lines(args: argparse.Namespace, a: Result, b: Result, same: bool) -> list[str]:
+    """The human-readable report: one column per side and the ratio B/A."""
+    latency = (
+        f"{args.extra_latency_ms:g} ms SIMULATED latency per AWS request (sleep, both sides)"
+        if args.extra_latency_ms
+        else "no added latency (moto on loopback)"
+    )
+
+    def row(label: str, x: float, y: float, fmt: str) -> str:
+        ratio = f"{y / x:.2f}x" if x else "-"
+        return f"  {label:<36} {x:>12{fmt}} {y:>12{fmt}} {ratio:>8}"
+
+    def others(result: Result) -> str:
+        return ", ".join(f"{op} {n}" for op, n in sorted(result.other_calls.items()))
+
+    return [
+        f"end_to_end: {args.changes} changes over {args.trips} trips (scenario 1, "
+        f"TripTable stream -> TripSearchTable); {latency}",
+        f"  {'':<36} {'A tutorials':>12} {'B daemon':>12} {'B/A':>8}",
+        row("wall s, start to caught up", a.seconds, b.seconds, ".2f"),
+        row("records/s", a.rate, b.rate, ",.0f"),
+        row("UpdateItem calls on the read model", a.read_model_updates, b.read_model_updates, "d"),
+        row("CPU s, this process", a.cpu_seconds, b.cpu_seconds, ".2f"),
+        row("CPU s, moto server", a.server_cpu_seconds, b.server_cpu_seconds, ".2f"),
+        f"  other AWS calls A: {others(a)}",
+        f"  other AWS calls B: {others(b)}",
+        f"  B's graceful stop after caught up: {b.stop_seconds:.2f} s (not in its wall time)",
+        f"  speed-up B/A: {b.rate / a.rate:.2f}x records/s; same read model: {same}",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the changes, run A then B on the same stream, compare, print the figures."""
+    parser = argparse.ArgumentParser(prog="bench end_to_end", description=__doc__.split("\n")[0])
+    parser.add_argument("--changes", type=int, default=3000, help="stream records to project")
+    parser.add_argument("--trips", type=int, default=300, help="distinct trips (3 items each)")
+    parser.add_argument("--extra-latency-ms", type=float, default=0.0)
+    parser.add_argument("--timeout", type=float, default=300.0, help="B's limit, seconds")
+    parser.add_argument("--endpoint-url", help="use this moto endpoint instead of starting one")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    args = parser.parse_args(argv)
+    # The daemon logs at info (leases, shards); the figures are the output here.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # moto accepts any credentials; never reach a real account from a benchmark.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "bench")
+
+    process, endpoint = (None, args.endpoint_url) if args.endpoint_url else start_moto()
+    pid = process.pid if process is not None else None
+    try:
+        client = make_client("dynamodb", region=REGION, endpoint_url=endpoint)
+        suffix = uuid.uuid4().hex[:6]
+        trip_table = f"TripTable-{suffix}"
+        search_a, search_b = f"TripSearch-A-{suffix}", f"TripSearch-B-{suffix}"
+        create_trip_table(client, trip_table)
+        for table in (search_a, search_b):
+            create_table(client, table)
+        write_changes(client, trip_table, make_changes(args.changes, args.trips))
+        arn = client.describe_table(TableName=trip_table)["Table"]["LatestStreamArn"]
+
+        a = run_tutorial(endpoint, arn, search_a, args.changes, args.extra_latency_ms, pid)
+        b = run_projector(
+            endpoint, trip_table, search_b, args.changes, args.extra_latency_ms, pid, args.timeout
+        )
+        view_a, view_b = business_view(client, search_a), business_view(client, search_b)
+        same = view_a == view_b
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)
+
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "changes": args.changes,
+                    "trips": args.trips,
+                    "simulated_latency_ms": args.extra_latency_ms,
+                    "A": {**asdict(a), "records_per_s": a.rate},
+                    "B": {**asdict(b), "records_per_s": b.rate},
+                    "speedup_b_over_a": b.rate / a.rate,
+                    "documents": [len(view_a), len(view_b)],
+                    "same_read_model": same,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print("\n".join(report_lines(args, a, b, same)))
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
