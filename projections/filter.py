@@ -28,6 +28,7 @@ from typing import Any
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from projections.projection import Outcome, Projection, Resources
+from projections.wrapper import WrappingProjection
 
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 SCOPES = ("keys", "new", "old", "image")
@@ -214,7 +215,7 @@ def parse_filter(spec: Mapping[str, Any] | None, where: str = "filter") -> Recor
     return RecordFilter(tables, events, ttl, tuple(conditions))
 
 
-class FilteredProjection:
+class FilteredProjection(WrappingProjection):
     """Any projection behind a filter: records that do not match count as `filtered`.
 
     Configure it directly (`class = "projections.filter:FilteredProjection"` with settings
@@ -242,15 +243,3 @@ class FilteredProjection:
         outcome = self.inner.apply(kept) if kept else Outcome()
         outcome.filtered += dropped
         return outcome
-
-    def migrate(self) -> None:
-        """Migrate the inner projection, when it owns tables."""
-        migrate = getattr(self.inner, "migrate", None)
-        if migrate is not None:
-            migrate()
-
-    def close(self) -> None:
-        """Close the inner projection, when it holds resources."""
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()

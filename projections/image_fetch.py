@@ -29,6 +29,7 @@ from consumer.attribute_values import from_image, to_attribute_value
 from consumer.errors import ConfigError, PoisonError, TransientError
 from consumer.record import ChangeRecord
 from projections.projection import Outcome, Projection, Resources
+from projections.wrapper import WrappingProjection
 
 MAX_KEYS_PER_CALL = 100  # BatchGetItem's limit
 MAX_UNPROCESSED_ROUNDS = 8
@@ -135,7 +136,7 @@ class ImageFetcher:
             raise
 
 
-class ImageFetchingProjection:
+class ImageFetchingProjection(WrappingProjection):
     """Wraps a projection that needs images so it can read a KEYS_ONLY stream.
 
     Configure `class = "projections.image_fetch:ImageFetchingProjection"` with settings
@@ -164,15 +165,3 @@ class ImageFetchingProjection:
     def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
         """Fetch the missing images, then apply through the inner projection."""
         return self.inner.apply(self.fetcher.fetch(records))
-
-    def migrate(self) -> None:
-        """Migrate the inner projection, when it owns tables."""
-        migrate = getattr(self.inner, "migrate", None)
-        if migrate is not None:
-            migrate()
-
-    def close(self) -> None:
-        """Close the inner projection, when it holds resources."""
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()

@@ -22,6 +22,7 @@ from projections.projection import Outcome
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
+from tests.support.streams import kinesis_stream
 
 FAST_RETRY = {"base_seconds": 0.01, "cap_seconds": 0.5}
 
@@ -155,16 +156,7 @@ def line(moto_endpoint: str, kinesis_local_endpoint: str) -> Iterator[Line]:
 
     kinesis, dynamodb = client("kinesis", kinesis_local_endpoint), client("dynamodb")
     sqs, s3 = client("sqs"), client("s3")
-    kinesis.create_stream(StreamName=name, ShardCount=1)
-    wait_until(
-        lambda: (
-            kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        what="stream active",
-    )
+    kinesis_stream(kinesis, name, 1)
     dynamodb.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],

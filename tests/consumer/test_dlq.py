@@ -18,6 +18,7 @@ from consumer.record import ChangeRecord
 from projections.projection import Outcome, Resources
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
+from tests.support.streams import kinesis_stream
 
 PROJECTION = "tests.consumer.test_dlq:GuardedItems"
 
@@ -124,16 +125,7 @@ def test_redrive_after_the_fix_gives_the_clean_runs_read_model(
         aws_client("sqs"),
     )
     name, table, clean_table = unique_name("redrive"), unique_name("items"), unique_name("clean")
-    kinesis.create_stream(StreamName=name, ShardCount=1)
-    wait_until(
-        lambda: (
-            kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        what="stream active",
-    )
+    kinesis_stream(kinesis, name, 1)
     create_table(dynamodb, table)
     create_table(dynamodb, clean_table)
     queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from consumer import fast_get_records
 from consumer.aws import make_client
 from tests.fixtures.aws import REGION
-from tests.fixtures.servers import wait_until
+from tests.support.streams import kinesis_stream
 
 pytestmark = pytest.mark.integration
 
@@ -69,18 +69,6 @@ def dynamodb_table_with_stream(aws_client: Callable[..., Any], name: str, view: 
         StreamSpecification={"StreamEnabled": True, "StreamViewType": view},
     )
     return str(table["TableDescription"]["LatestStreamArn"])
-
-
-def kinesis_stream(client: Any, name: str, shards: int = 1) -> None:
-    """Create a Kinesis stream and wait until it is ACTIVE."""
-    client.create_stream(StreamName=name, ShardCount=shards)
-    wait_until(lambda: stream_active(client, name), timeout=20, what=f"stream {name}")
-
-
-def stream_active(client: Any, name: str) -> bool:
-    """True when the stream accepts reads and writes (not CREATING/UPDATING)."""
-    summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-    return bool(summary["StreamStatus"] == "ACTIVE")
 
 
 def first_iterator(client: Any, **stream: str) -> str:

@@ -17,9 +17,10 @@ from consumer.kinesis_source import KinesisSource
 from consumer.position import LATEST, TRIM_HORIZON, StartPosition
 from consumer.record import RawRecord
 from consumer.shard import ShardInfo
-from tests.consumer.test_fast_get_records import inject_response, kinesis_stream, stream_active
+from tests.consumer.test_fast_get_records import inject_response
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import wait_until
+from tests.support.streams import kinesis_stream, stream_active
 
 pytestmark = pytest.mark.integration
 

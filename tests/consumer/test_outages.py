@@ -27,22 +27,10 @@ from tests.fixtures.servers import ServerProcess, free_port, wait_until
 from tests.projections.shop.scenario import EventStore, dump, records, shop_scenario
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
 from tests.support.recording import RecordingProjection, create_recording_table, recorded
+from tests.support.streams import kinesis_stream
 
 OUTAGE_SECONDS = 20
 FAST_RETRY = {"base_seconds": 0.05, "cap_seconds": 1.0}
-
-
-def create_stream(kinesis: Any, name: str) -> None:
-    kinesis.create_stream(StreamName=name, ShardCount=1)
-    wait_until(
-        lambda: (
-            kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        what="stream active",
-    )
 
 
 def put(kinesis: Any, stream: str, items: list[tuple[bytes, str]]) -> list[str]:
@@ -130,7 +118,7 @@ def test_postgres_down_for_20_s_mid_run_loses_nothing_and_dead_letters_nothing(
         aws_client("dynamodb"),
     )
     name = unique_name("pg-outage")
-    create_stream(kinesis, name)
+    kinesis_stream(kinesis, name)
     queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
     settings = load_settings(
         None,
@@ -226,7 +214,7 @@ def test_sqs_unreachable_holds_the_checkpoint_before_the_poison_record_until_it_
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", sqs_url)
     kinesis, dynamodb = aws_client("kinesis", kinesis_local_endpoint), aws_client("dynamodb")
     name, table = unique_name("sqs-outage"), unique_name("recorded")
-    create_stream(kinesis, name)
+    kinesis_stream(kinesis, name)
     create_recording_table(dynamodb, table)
     queue_url = aws_client("sqs", sqs_url).create_queue(QueueName=name)["QueueUrl"]
     settings = load_settings(

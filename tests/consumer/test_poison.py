@@ -21,6 +21,7 @@ from consumer.record import ChangeRecord
 from projections.projection import Outcome
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
+from tests.support.streams import kinesis_stream
 
 TOTAL = 10_000
 # Alone, adjacent pairs, the first and the very last record of the stream.
@@ -110,16 +111,7 @@ def test_poison_in_ten_thousand_records_only_those_are_dead_lettered(
         aws_client("sqs"),
     )
     name = unique_name("poison")
-    kinesis.create_stream(StreamName=name, ShardCount=SHARDS)
-    wait_until(
-        lambda: (
-            kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        what="stream active",
-    )
+    kinesis_stream(kinesis, name, SHARDS)
     dynamodb.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "n", "KeyType": "HASH"}],

@@ -13,19 +13,11 @@ from consumer.config import load_settings
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
 from tests.support.recording import create_recording_table, recorded
+from tests.support.streams import stream_active
 
 
 def wait_active(kinesis: Any, stream: str) -> None:
-    wait_until(
-        lambda: (
-            kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        timeout=30,
-        what="stream ACTIVE",
-    )
+    wait_until(lambda: stream_active(kinesis, stream), timeout=30, what="stream ACTIVE")
 
 
 def open_shards(kinesis: Any, stream: str) -> list[dict[str, Any]]:

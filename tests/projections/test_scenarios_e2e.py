@@ -22,12 +22,12 @@ from consumer.projection_loader import load_projections
 from consumer.resources import SharedResources
 from tests.consumer.test_daemon_trip_search import EXPECTED as TRIP_DOCUMENTS
 from tests.consumer.test_daemon_trip_search import documents
-from tests.fixtures.servers import wait_until
 from tests.projections.shop.scenario import T0, Event, shop_scenario
 from tests.projections.test_daily_sales import EXPECTED as DAILY_TOTALS
 from tests.projections.test_daily_sales import scenario as sales_scenario
 from tests.projections.test_inventory_alerts import make_topic
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
+from tests.support.streams import kinesis_stream
 
 pytestmark = pytest.mark.integration
 
@@ -145,17 +145,7 @@ def test_shop_events_through_kinesis_reach_every_read_model_once_even_when_repla
     monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
     kinesis = aws_client("kinesis", kinesis_local_endpoint)
     stream = unique_name("ec-events")
-    kinesis.create_stream(StreamName=stream, ShardCount=2)
-    wait_until(
-        lambda: (
-            kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        timeout=30,
-        what="stream ACTIVE",
-    )
+    kinesis_stream(kinesis, stream, 2)
     settings = load_settings(
         None,
         application=unique_name("shop"),
