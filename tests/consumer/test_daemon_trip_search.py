@@ -101,13 +101,13 @@ def interleavings() -> list[list[Step]]:
     return orders
 
 
-@pytest.mark.parametrize("steps", interleavings(), ids=lambda s: f"order{hash(str(s)) % 997}")
-def test_documents_match_the_seed_for_any_interleaving(
+def project_saga(
     aws_client: Callable[..., Any],
     moto_endpoint: str,
     unique_name: Callable[[str], str],
     steps: list[Step],
-) -> None:
+) -> tuple[Any, Settings, str]:
+    """Fresh tables, the daemon until caught up on `steps`; (client, settings, search table)."""
     dynamodb = aws_client("dynamodb")
     source, search, app = unique_name("TripTable"), unique_name("TripSearch"), unique_name("app")
     create_trip_table(dynamodb, source)
@@ -117,21 +117,24 @@ def test_documents_match_the_seed_for_any_interleaving(
             projection.migrate()  # type: ignore[attr-defined]
         write_saga(dynamodb, steps, source)
         wait_caught_up(daemon)
+    return dynamodb, settings, search
+
+
+@pytest.mark.parametrize("steps", interleavings(), ids=lambda s: f"order{hash(str(s)) % 997}")
+def test_documents_match_the_seed_for_any_interleaving(
+    aws_client: Callable[..., Any],
+    moto_endpoint: str,
+    unique_name: Callable[[str], str],
+    steps: list[Step],
+) -> None:
+    dynamodb, _, search = project_saga(aws_client, moto_endpoint, unique_name, steps)
     assert documents(dynamodb, search) == EXPECTED
 
 
 def test_replay_from_trim_horizon_leaves_the_read_model_identical(
     aws_client: Callable[..., Any], moto_endpoint: str, unique_name: Callable[[str], str]
 ) -> None:
-    dynamodb = aws_client("dynamodb")
-    source, search, app = unique_name("TripTable"), unique_name("TripSearch"), unique_name("app")
-    create_trip_table(dynamodb, source)
-    settings = trip_settings(moto_endpoint, app, source, search)
-    with daemon_thread(settings) as daemon:
-        for projection in daemon.projections:
-            projection.migrate()  # type: ignore[attr-defined]
-        write_saga(dynamodb, SAGA, source)
-        wait_caught_up(daemon)
+    dynamodb, settings, search = project_saga(aws_client, moto_endpoint, unique_name, SAGA)
     first = scan(dynamodb, search)
     store = DynamoDBLeaseStore(dynamodb, settings.lease_table)
     checkpoints = [lease.checkpoint for lease in store.list_leases()]
