@@ -68,7 +68,7 @@ RUN pip download --no-deps --no-binary :all: --no-cache-dir "amazon_kclpy==${AMA
 
 
 # KCL mode: the MultiLangDaemon (Java) owns leases and GetRecords and runs
-# `python -m consumer.kcl_processor` per shard. Mount the properties file (deploy/kcl/) at
+# `python -m consumer.runtimes.kcl` per shard. Mount the properties file (deploy/kcl/) at
 # /etc/stream-projector/kcl.properties and the TOML at /etc/stream-projector/config.toml.
 #   docker build --target kcl -t stream-projector-kcl .
 FROM base AS kcl

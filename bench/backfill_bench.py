@@ -26,14 +26,14 @@ from typing import Any
 import structlog
 
 from bench.dynamodb_sink_bench import add_latency, start_moto
-from consumer.attribute_values import to_image
 from consumer.aws import make_client
-from consumer.backfill import Backfill, BackfillOptions
-from consumer.backfill_progress import BackfillProgressStore
-from consumer.backfill_scan import describe_table
+from consumer.backfill.progress import BackfillProgressStore
+from consumer.backfill.runner import Backfill, BackfillOptions
+from consumer.backfill.scan import describe_table
 from consumer.record import ChangeRecord
+from consumer.sources.attribute_values import to_image
 from projections.projection import Outcome
-from projections.trip_search import GUARD_ATTRIBUTES, TripSearchProjection, create_table
+from projections.scenarios.trip_search import GUARD_ATTRIBUTES, TripSearchProjection, create_table
 
 REGION = "us-east-1"
 SEGMENTS = (1, 2, 4)

@@ -30,10 +30,10 @@ import botocore.session
 import orjson
 from boto3.dynamodb.types import TypeDeserializer
 
-from consumer.attribute_values import from_image
-from consumer.decode import DynamoDBStreamsDecoder, KinesisDecoder
-from consumer.kpl import deaggregate
 from consumer.record import RawRecord
+from consumer.sources.attribute_values import from_image
+from consumer.sources.decode import DynamoDBStreamsDecoder, KinesisDecoder
+from consumer.sources.kpl import deaggregate
 
 SAMPLES = Path(__file__).parent / "samples"
 STREAMS_PAGE = SAMPLES / "dynamodb_streams_get_records.json.gz"
@@ -206,7 +206,8 @@ def measure(rounds: int, seconds: float) -> list[dict[str, Any]]:
 
 
 def kpl_comparison(kinesis_page: dict[str, Any], rounds: int, seconds: float) -> dict[str, Any]:
-    """aws-kinesis-agg's deaggregator against consumer.kpl, on the page packed into aggregates."""
+    """aws-kinesis-agg's deaggregator against consumer.sources.kpl, on the page packed into
+    aggregates."""
     import base64
 
     from aws_kinesis_agg import deaggregator

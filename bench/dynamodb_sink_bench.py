@@ -31,7 +31,12 @@ import boto3
 from botocore.config import Config
 
 from consumer.record import ChangeRecord
-from projections.trip_search import COMPONENTS, TripSearchProjection, create_table, iso_utc
+from projections.scenarios.trip_search import (
+    COMPONENTS,
+    TripSearchProjection,
+    create_table,
+    iso_utc,
+)
 
 REGION = "us-east-1"
 STATUSES = ("PENDING", "CONFIRMED", "CANCELLED", "CANCELED", "REFUNDED", "COMPLETED")

@@ -47,12 +47,12 @@ import structlog
 from boto3.dynamodb.types import TypeDeserializer
 
 from bench.dynamodb_sink_bench import start_moto
-from consumer.attribute_values import to_image
 from consumer.aws import make_client
 from consumer.config import load_settings
-from consumer.daemon import build_daemon, run_daemon
-from consumer.demo import create_trip_table
-from projections.trip_search import COMPONENTS, create_table
+from consumer.demo.trip_saga import create_trip_table
+from consumer.runtimes.daemon import build_daemon, run_daemon
+from consumer.sources.attribute_values import to_image
+from projections.scenarios.trip_search import COMPONENTS, create_table
 
 REGION = "us-east-1"
 # Seed 001's statuses per component, including the saga's compensation states.
@@ -64,7 +64,8 @@ STATUSES = {
 HOTELS = ("Grand Hotel Tokyo", "Test Hotel", "Hotel Osaka Bay", "Kyoto Garden Inn")
 # The document fields both consumers write; `updated_at` is stamped differently on purpose.
 BUSINESS_FIELDS = tuple(name for component in COMPONENTS for name in component.document_fields)
-# The demo's pacing (consumer/demo.py): a short idle backoff, so "caught up" is seen promptly.
+# The demo's pacing (consumer/demo/trip_saga.py): a short idle backoff, so "caught up" is
+# seen promptly.
 POLLING = {"idle_backoff_seconds": 0.2, "min_interval_seconds": 0.05}
 LEASES = {"failover_seconds": 10, "renew_interval_seconds": 2, "take_interval_seconds": 1}
 
@@ -328,7 +329,7 @@ def run_projector(
         projections=[
             {
                 "name": "trip_search",
-                "class": "projections.trip_search:TripSearchProjection",
+                "class": "projections.scenarios.trip_search:TripSearchProjection",
                 "settings": {"table": search_table},
             }
         ],

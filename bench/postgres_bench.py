@@ -2,7 +2,7 @@
 
 (A) One guarded INSERT ... ON CONFLICT DO UPDATE per record on an autocommit connection: the
     Lambda projector of the tutorials (one Exec per event, each its own transaction).
-(B) projections.postgres_sink: one transaction per batch, each batch one guarded upsert,
+(B) projections.sinks.postgres: one transaction per batch, each batch one guarded upsert,
     shipped three ways (unnest arrays, executemany in pipeline mode, COPY + INSERT SELECT).
 (C) The whole shop projection (ShopProjection.apply: parse, load versions, compute, write) on
     stock events, as records/s.
@@ -32,8 +32,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from consumer.record import ChangeRecord
-from projections.postgres_sink import GuardedUpsert, Strategy, batch_transaction
-from projections.shop import ShopProjection
+from projections.scenarios.shop import ShopProjection
+from projections.sinks.postgres import GuardedUpsert, Strategy, batch_transaction
 
 TABLE = "bench_read"
 COLUMNS = (

@@ -1,5 +1,5 @@
 """Allows `python -m consumer`."""
 
-from consumer.cli import main
+from consumer.cli.main import main
 
 main()

@@ -232,7 +232,7 @@ class FilteredProjection(WrappingProjection):
         cls, name: str, settings: Mapping[str, Any], resources: Resources
     ) -> FilteredProjection:
         """Build the inner projection by import path, then wrap it with `filter`."""
-        from consumer.projection_loader import load_inner_projection
+        from consumer.runtimes.projection_loader import load_inner_projection
 
         inner = load_inner_projection(name, settings, resources, {"filter"})
         return cls(inner, parse_filter(settings.get("filter"), f"projections.{name}.filter"))

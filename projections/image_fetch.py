@@ -25,9 +25,9 @@ from typing import Any
 
 import botocore.exceptions
 
-from consumer.attribute_values import from_image, to_attribute_value
 from consumer.errors import ConfigError, PoisonError, TransientError
 from consumer.record import ChangeRecord
+from consumer.sources.attribute_values import from_image, to_attribute_value
 from projections.projection import Outcome, Projection, Resources
 from projections.wrapper import WrappingProjection
 
@@ -154,7 +154,7 @@ class ImageFetchingProjection(WrappingProjection):
         cls, name: str, settings: Mapping[str, Any], resources: Resources
     ) -> ImageFetchingProjection:
         """Build the inner projection by import path and a fetcher on the DynamoDB client."""
-        from consumer.projection_loader import load_inner_projection
+        from consumer.runtimes.projection_loader import load_inner_projection
 
         table = settings.get("table")
         if table is not None and (not isinstance(table, str) or not table):

@@ -21,7 +21,7 @@ it again: every handler must be guarded (DESIGN.md invariant 4), which makes tha
     entity_type = "PRODUCT"
     pk_prefix = "PRODUCT#"
     sk = "METADATA"
-    class = "projections.inventory_alerts:InventoryAlertsProjection"
+    class = "projections.scenarios.inventory_alerts:InventoryAlertsProjection"
     settings = { topic_arn = "arn:aws:sns:…" }
 """
 
@@ -104,7 +104,7 @@ class Router:
     @classmethod
     def from_config(cls, name: str, settings: Mapping[str, Any], resources: Resources) -> Router:
         """Build from `routes` (a list of tables: name, class, settings and the rule keys)."""
-        from consumer.projection_loader import load_class
+        from consumer.runtimes.projection_loader import load_class
 
         unknown = set(settings) - {"routes", "partition_key", "sort_key", "entity_type_attribute"}
         if unknown:

@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from pydantic import BaseModel
 
-from consumer.cli import main
+from consumer.cli.main import main
 from consumer.config import Settings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

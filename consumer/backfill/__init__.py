@@ -1,0 +1,1 @@
+"""Bootstrap read models from a parallel table Scan, then hand off to the stream."""

@@ -3,7 +3,7 @@
 The rule is "the stream resumes at or before the moment the scan starts". Then every change
 is covered: one made before that point is visible to the (strongly consistent) scan, one made
 after it is delivered by the stream, and where both deliver, the stream wins because scanned
-records carry the lowest position there is (see consumer/backfill.py).
+records carry the lowest position there is (see consumer/backfill/runner.py).
 
 Per shard without a lease:
 - closed shard: SHARD_END. All of its records were written before now, so the scan sees
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from consumer.lease import SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON, Lease
-from consumer.lease_store import LeaseStore
-from consumer.position import TRIM_HORIZON
-from consumer.shard import ShardInfo
-from consumer.shard_reader import StreamSource
+from consumer.leases.lease import SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON, Lease
+from consumer.leases.store import LeaseStore
+from consumer.sources.position import TRIM_HORIZON
+from consumer.sources.reader import StreamSource
+from consumer.sources.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
 

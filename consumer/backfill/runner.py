@@ -1,14 +1,14 @@
 """Backfill: fill read models from a parallel table Scan, then hand off to the stream.
 
 Order of events, and why each step is where it is (docs/backfill.md has the long form):
-1. Record the hand-off (consumer/backfill_handoff.py): leases for every shard at a point at
+1. Record the hand-off (consumer/backfill/handoff.py): leases for every shard at a point at
    or before now, so the daemon covers every change from there on.
 2. Scan the table in `segments` parallel segments, one thread each, strongly consistent, so
    every change before step 1 is seen. Each item is fed to the projections as a synthetic
-   INSERT at position 0 (consumer/backfill_scan.py), through their normal guards: it fills
+   INSERT at position 0 (consumer/backfill/scan.py), through their normal guards: it fills
    what the stream has not touched and is refused wherever the stream applied anything.
 3. After each page is durably applied, its LastEvaluatedKey is stored per segment
-   (consumer/backfill_progress.py), so a stopped backfill resumes at the next page.
+   (consumer/backfill/progress.py), so a stopped backfill resumes at the next page.
 A page applied twice (a crash between apply and save) is harmless: its records are stale.
 """
 
@@ -23,12 +23,12 @@ from typing import Any
 
 import structlog
 
-from consumer.backfill_progress import BackfillProgressStore, SegmentProgress
-from consumer.backfill_scan import Chunk, Order, SegmentReader, TableShape
-from consumer.classify import classify
+from consumer.backfill.progress import BackfillProgressStore, SegmentProgress
+from consumer.backfill.scan import Chunk, Order, SegmentReader, TableShape
 from consumer.errors import PoisonError, TransientError
+from consumer.pipeline.classify import classify
+from consumer.pipeline.retry import Backoff, pause
 from consumer.record import ChangeRecord
-from consumer.retry import Backoff, pause
 from projections.projection import Outcome, Projection
 
 log = structlog.get_logger(__name__)

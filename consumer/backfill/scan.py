@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.attribute_values import from_image
 from consumer.aws import raise_translated
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
+from consumer.sources.attribute_values import from_image
 
 Order = Literal["item", "aggregate"]
 
@@ -162,7 +162,7 @@ class SegmentReader:
             "Segment": self._segment,
             "TotalSegments": self._total,
             # Strongly consistent: every write acknowledged before the scan began is seen,
-            # which is what the hand-off rule (consumer/backfill_handoff.py) relies on.
+            # which is what the hand-off rule (consumer/backfill/handoff.py) relies on.
             "ConsistentRead": True,
             "Limit": self._page_size,
             "ReturnConsumedCapacity": "TOTAL",

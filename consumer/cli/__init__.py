@@ -1,0 +1,1 @@
+"""The `stream-projector` command line."""

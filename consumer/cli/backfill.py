@@ -12,15 +12,15 @@ from typing import Any
 import click
 import orjson
 
-from consumer.backfill import Backfill, BackfillOptions, BackfillReport, ChunkHook
-from consumer.backfill_handoff import DEFAULT_TIP_PAGES, HandoffPoint, record_handoff
-from consumer.backfill_progress import BackfillProgressStore, run_name
-from consumer.backfill_scan import TableShape, describe_table
+from consumer.backfill.handoff import DEFAULT_TIP_PAGES, HandoffPoint, record_handoff
+from consumer.backfill.progress import BackfillProgressStore, run_name
+from consumer.backfill.runner import Backfill, BackfillOptions, BackfillReport, ChunkHook
+from consumer.backfill.scan import TableShape, describe_table
 from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError, StreamProjectorError
-from consumer.lease_store import DynamoDBLeaseStore
-from consumer.projection_loader import load_projections
+from consumer.leases.store import DynamoDBLeaseStore
 from consumer.resources import SharedResources
+from consumer.runtimes.projection_loader import load_projections
 
 # Exit codes: 0 complete; 1 complete but some items failed; 128 + signal when stopped early.
 EXIT_FAILED_ITEMS = 1
@@ -95,7 +95,7 @@ def backfill(
     The stream position is recorded first (leases), scanned items can never overwrite what
     the stream applied, and progress is saved per segment: run it again to resume.
     """
-    from consumer.log import configure_logging
+    from consumer.observability.log import configure_logging
 
     try:
         settings = load_settings(config_path)
@@ -198,7 +198,7 @@ def backfill_from_settings(
 
 def _handoff(settings: Settings, resources: SharedResources) -> list[HandoffPoint]:
     # Imported here: the daemon's composition root pulls in every part of the daemon.
-    from consumer.daemon import build_source
+    from consumer.runtimes.daemon import build_source
 
     store = DynamoDBLeaseStore(resources.aws_client("dynamodb"), settings.lease_table)
     store.ensure_table()

@@ -36,7 +36,7 @@ def _settings(config_path: Path) -> Settings:
 
 
 def _queue(settings: Settings, resources: Any) -> Any:
-    from consumer.dlq import DeadLetterQueue
+    from consumer.dead_letters.redrive import DeadLetterQueue
 
     return DeadLetterQueue(
         resources.aws_client("sqs"), settings.dead_letter.queue_url, resources.aws_client("s3")
@@ -69,7 +69,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect_command(config_path: Path, max_messages: int, samples: int, as_json: bool) -> None:
     """Counts by reason and projection, and sample envelopes; deletes nothing."""
-    from consumer.dlq import inspect
+    from consumer.dead_letters.redrive import inspect
     from consumer.resources import SharedResources
 
     settings = _settings(config_path)
@@ -107,9 +107,9 @@ def redrive_command(
     config_path: Path, dry_run: bool, rate: str | None, only_projection: str | None
 ) -> None:
     """Re-apply letters through the current projections; delete each one only after success."""
-    from consumer.dlq import Redrive, decoder_for
-    from consumer.projection_loader import load_projections
+    from consumer.dead_letters.redrive import Redrive, decoder_for
     from consumer.resources import SharedResources
+    from consumer.runtimes.projection_loader import load_projections
 
     per_second = _rate(rate)
     settings = _settings(config_path)

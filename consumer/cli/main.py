@@ -34,7 +34,7 @@ def _settings(config_path: Path) -> Settings:
 
 
 def _setup_logging(settings: Settings, level: str) -> None:
-    from consumer.log import configure_logging
+    from consumer.observability.log import configure_logging
 
     configure_logging(settings.application, settings.resolved_worker_id, level)
 
@@ -50,7 +50,7 @@ def main() -> None:
 @click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING.")
 def run(config_path: Path, log_level: str) -> None:
     """Run the daemon until SIGTERM/SIGINT, then stop gracefully and release leases."""
-    from consumer.daemon import build_daemon, install_signal_handlers, run_daemon
+    from consumer.runtimes.daemon import build_daemon, install_signal_handlers, run_daemon
 
     settings = _settings(config_path)
     _setup_logging(settings, log_level)
@@ -73,7 +73,7 @@ def run(config_path: Path, log_level: str) -> None:
 @click.option("--log-level", default="WARNING", show_default=True)
 def demo(seed_only: bool, endpoint_url: str | None, log_level: str) -> None:
     """Trip-search saga of seed 001 end to end on an embedded moto server; exits 0."""
-    from consumer import demo as demo_
+    from consumer.demo import trip_saga as demo_
 
     demo_.use_demo_credentials()
     server = None
@@ -97,7 +97,7 @@ def demo(seed_only: bool, endpoint_url: str | None, log_level: str) -> None:
 
 def _shop_demo(endpoint_url: str) -> None:
     """Scenarios 2 and 4 (shop read models in PostgreSQL), when PostgreSQL can be had."""
-    from consumer import demo_shop
+    from consumer.demo import shop as demo_shop
 
     dsn = demo_shop.postgres_available()
     if dsn is None:
@@ -115,8 +115,8 @@ def _shop_demo(endpoint_url: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(config_path: Path, as_json: bool) -> None:
     """Shards with their parents, owners, checkpoints and state, from the lease table."""
-    from consumer.status import render_json, render_table
-    from consumer.status_report import collect_status
+    from consumer.observability.status import render_json, render_table
+    from consumer.observability.status_report import collect_status
 
     settings = _settings(config_path)
     rows = collect_status(settings)
@@ -127,8 +127,8 @@ def status(config_path: Path, as_json: bool) -> None:
 @config_option
 def migrate(config_path: Path) -> None:
     """Create the tables the configured projections need; running it twice changes nothing."""
-    from consumer.projection_loader import load_projections
     from consumer.resources import SharedResources
+    from consumer.runtimes.projection_loader import load_projections
 
     settings = _settings(config_path)
     resources = SharedResources(settings.aws, settings.postgres)
@@ -180,7 +180,7 @@ def search_trips_command(
     import orjson
 
     from consumer.resources import SharedResources
-    from projections.trip_search_query import search_trips
+    from projections.scenarios.trip_search_query import search_trips
 
     settings = _settings(config_path)
     table = _projection_setting(settings, projection, "table", "TripSearchTable")
@@ -211,8 +211,8 @@ def _projection_setting(settings: Settings, name: str, key: str, default: Any) -
 
 def _register_subcommands() -> None:
     # Imported here, after `main` exists: these modules define their own click commands.
-    from consumer.backfill_cli import backfill
-    from consumer.dlq_cli import dlq
+    from consumer.cli.backfill import backfill
+    from consumer.cli.dlq import dlq
 
     main.add_command(backfill)
     main.add_command(dlq)

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 
 from consumer.aws import Pacer
-from consumer.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
 from consumer.errors import StreamProjectorError
-from consumer.pipeline import ALL_PROJECTIONS, DECODE_STAGE
+from consumer.pipeline.apply import ALL_PROJECTIONS, DECODE_STAGE
 from consumer.record import ChangeRecord, RawRecord
+from consumer.sources.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
 from projections.projection import Projection
 
 RECEIVE_BATCH = 10

@@ -19,9 +19,9 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.config import DeadLetterSettings
-from consumer.dead_letter import DeadLetter
+from consumer.dead_letters.letter import DeadLetter
 from consumer.errors import TransientError
-from consumer.retry import Backoff
+from consumer.pipeline.retry import Backoff
 from projections.projection import Resources
 
 log = structlog.get_logger(__name__)

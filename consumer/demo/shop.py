@@ -25,11 +25,11 @@ from typing import Any
 
 import orjson
 
-from consumer.attribute_values import to_image
 from consumer.config import Settings, load_settings
-from consumer.demo import REGION, run_until_caught_up
-from consumer.projection_loader import load_projections
+from consumer.demo.trip_saga import REGION, run_until_caught_up
 from consumer.resources import SharedResources
+from consumer.runtimes.projection_loader import load_projections
+from consumer.sources.attribute_values import to_image
 
 EVENTS_TABLE = "events"
 STREAM = "ec-events-cdc"
@@ -150,9 +150,12 @@ def shop_settings(dsn: str, endpoint_url: str) -> Settings:
         leases={"failover_seconds": 10, "renew_interval_seconds": 2, "take_interval_seconds": 1},
         postgres={"dsn": dsn},
         projections=[
-            {"name": "shop", "class": "projections.shop:ShopProjection"},
-            {"name": "daily_sales", "class": "projections.daily_sales:DailySalesProjection"},
-            {"name": "audit", "class": "projections.audit_log:AuditLogProjection"},
+            {"name": "shop", "class": "projections.scenarios.shop:ShopProjection"},
+            {
+                "name": "daily_sales",
+                "class": "projections.scenarios.daily_sales:DailySalesProjection",
+            },
+            {"name": "audit", "class": "projections.scenarios.audit_log:AuditLogProjection"},
         ],
     )
 

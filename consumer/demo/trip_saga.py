@@ -11,9 +11,9 @@ from typing import Any
 import click
 
 from consumer.config import Settings, load_settings
-from consumer.daemon import build_daemon, run_daemon
-from consumer.projection_loader import load_projections
 from consumer.resources import SharedResources
+from consumer.runtimes.daemon import build_daemon, run_daemon
+from consumer.runtimes.projection_loader import load_projections
 
 TRIP_TABLE = "TripTable"
 SEARCH_TABLE = "TripSearchTable"
@@ -134,7 +134,7 @@ def demo_settings(endpoint_url: str, **overrides: Any) -> Settings:
         projections=[
             {
                 "name": "trip_search",
-                "class": "projections.trip_search:TripSearchProjection",
+                "class": "projections.scenarios.trip_search:TripSearchProjection",
                 "settings": {"table": SEARCH_TABLE},
             }
         ],
@@ -202,7 +202,7 @@ def print_results(settings: Settings, echo: Callable[[str], None] = click.echo) 
     """Both search documents and the CONFIRMED search, as the seed's walkthrough shows them."""
     import orjson
 
-    from projections.trip_search_query import plain_document, search_trips
+    from projections.scenarios.trip_search_query import plain_document, search_trips
 
     def show(value: Any) -> str:
         options = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS

@@ -1,0 +1,1 @@
+"""The KCL-compatible lease table: who owns which shard, and how far it got."""

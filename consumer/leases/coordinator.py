@@ -16,10 +16,10 @@ from contextlib import contextmanager
 import structlog
 
 from consumer.errors import LeaseLostError, TransientError
-from consumer.lease import SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON, Lease
-from consumer.lease_store import LeaseStore
-from consumer.lease_taker import Observation, TakePlan, observe, plan_takes
-from consumer.shard import ShardInfo
+from consumer.leases.lease import SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON, Lease
+from consumer.leases.store import LeaseStore
+from consumer.leases.taker import Observation, TakePlan, observe, plan_takes
+from consumer.sources.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
 

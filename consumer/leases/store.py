@@ -14,7 +14,7 @@ from botocore.exceptions import (
 )
 
 from consumer.errors import LeaseLostError, ThrottledError, TransientError
-from consumer.lease import SENTINEL_TRIM_HORIZON, Lease
+from consumer.leases.lease import SENTINEL_TRIM_HORIZON, Lease
 
 # Attribute names of the KCL's lease table, so a team can switch between the KCL and us.
 LEASE_KEY = "leaseKey"

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from consumer.lease import Lease
+from consumer.leases.lease import Lease
 
 
 @dataclass(frozen=True, slots=True)

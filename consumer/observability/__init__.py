@@ -1,0 +1,1 @@
+"""What operators see: Prometheus metrics, health endpoints, JSON logs and `status`."""

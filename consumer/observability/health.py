@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 
-from consumer.metrics import Metrics
+from consumer.observability.metrics import Metrics
 
 Readiness = Callable[[], tuple[bool, str]]
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from consumer.lease import Lease
+from consumer.leases.lease import Lease
 
 COLUMNS = ("SHARD", "PARENTS", "OWNER", "CHECKPOINT", "STATE", "ITERATOR AGE")
 

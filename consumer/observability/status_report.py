@@ -7,9 +7,9 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.config import Settings
-from consumer.lease_store import DynamoDBLeaseStore
+from consumer.leases.store import DynamoDBLeaseStore
+from consumer.observability.status import ShardStatus, rows_from_leases
 from consumer.resources import SharedResources
-from consumer.status import ShardStatus, rows_from_leases
 
 AGE_METRIC = "stream_projector_iterator_age_seconds"
 

@@ -1,0 +1,1 @@
+"""From fetched pages to checkpoints: prefetch, apply, the shard consumer, the worker."""

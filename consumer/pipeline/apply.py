@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 import structlog
 
-from consumer import record_age
-from consumer.classify import classify
 from consumer.config import RetrySettings
-from consumer.dead_letter import DeadLetter, DeadLetterSink
+from consumer.dead_letters.letter import DeadLetter, DeadLetterSink
 from consumer.errors import DecodeError, StreamProjectorError
-from consumer.metrics import Metrics
-from consumer.prefetch import FetchedBatch
+from consumer.observability.metrics import Metrics
+from consumer.pipeline import record_age
+from consumer.pipeline.classify import classify
+from consumer.pipeline.prefetch import FetchedBatch
+from consumer.pipeline.retry import Backoff, pause
 from consumer.record import ChangeRecord, RawRecord
-from consumer.retry import Backoff, pause
 from projections.projection import Projection
 
 log = structlog.get_logger(__name__)

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from consumer.decode import Decoder
 from consumer.errors import DecodeError, ThrottledError, TransientError, TrimmedDataError
-from consumer.metrics import Metrics
-from consumer.position import TRIM_HORIZON, StartPosition
+from consumer.observability.metrics import Metrics
+from consumer.pipeline.retry import Backoff, pause
 from consumer.record import ChangeRecord, RawRecord
-from consumer.retry import Backoff, pause
-from consumer.shard import ShardInfo
-from consumer.shard_reader import ShardReader
+from consumer.sources.decode import Decoder
+from consumer.sources.position import TRIM_HORIZON, StartPosition
+from consumer.sources.reader import ShardReader
+from consumer.sources.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +104,7 @@ class Prefetcher:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        from consumer.log import bind_thread
+        from consumer.observability.log import bind_thread
 
         bind_thread(stream=self._stream, shard=self._shard_id)
         reader = self._open_with_retry(self._start)

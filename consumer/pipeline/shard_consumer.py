@@ -12,12 +12,12 @@ from typing import Protocol
 import structlog
 
 from consumer.errors import LeaseLostError, TransientError
-from consumer.log import bind_thread
-from consumer.metrics import Metrics
-from consumer.pipeline import BatchAbandoned, Pipeline
-from consumer.prefetch import FetchedBatch, Prefetcher
-from consumer.retry import Backoff, pause
-from consumer.shard import ShardInfo
+from consumer.observability.log import bind_thread
+from consumer.observability.metrics import Metrics
+from consumer.pipeline.apply import BatchAbandoned, Pipeline
+from consumer.pipeline.prefetch import FetchedBatch, Prefetcher
+from consumer.pipeline.retry import Backoff, pause
+from consumer.sources.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """The worker's main loop: discover shards, hold leases, run one consumer per owned shard.
 
 It knows streams and read models only through protocols; the composition root
-(consumer/daemon.py) builds the parts from settings.
+(consumer/runtimes/daemon.py) builds the parts from settings.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.errors import StreamProjectorError
-from consumer.health import Heartbeat
-from consumer.lease import Lease
-from consumer.metrics import Metrics
-from consumer.shard import ShardInfo
-from consumer.shard_consumer import ShardConsumer, ShardExit
-from consumer.shard_reader import StreamSource
+from consumer.leases.lease import Lease
+from consumer.observability.health import Heartbeat
+from consumer.observability.metrics import Metrics
+from consumer.pipeline.shard_consumer import ShardConsumer, ShardExit
+from consumer.sources.reader import StreamSource
+from consumer.sources.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
 

@@ -12,23 +12,23 @@ from typing import Any
 import structlog
 
 from consumer.config import Settings
-from consumer.dead_letter import DeadLetterSink
-from consumer.dynamodb_streams_source import DynamoDBStreamsSource
-from consumer.embedded import build_stack
-from consumer.health import HealthServer, Heartbeat
-from consumer.kinesis_source import KinesisSource
-from consumer.lease import Lease
-from consumer.lease_coordinator import LeaseCoordinator
-from consumer.lease_store import DynamoDBLeaseStore
-from consumer.metrics import Metrics
-from consumer.position import LATEST, TRIM_HORIZON, StartPosition
-from consumer.prefetch import Prefetcher
+from consumer.dead_letters.letter import DeadLetterSink
+from consumer.leases.coordinator import LeaseCoordinator
+from consumer.leases.lease import Lease
+from consumer.leases.store import DynamoDBLeaseStore
+from consumer.observability.health import HealthServer, Heartbeat
+from consumer.observability.metrics import Metrics
+from consumer.pipeline.prefetch import Prefetcher
+from consumer.pipeline.retry import Backoff
+from consumer.pipeline.shard_consumer import ShardConsumer
+from consumer.pipeline.worker import Worker, WorkerTimings
 from consumer.resources import SharedResources
-from consumer.retry import Backoff
-from consumer.shard import ShardInfo
-from consumer.shard_consumer import ShardConsumer
-from consumer.shard_reader import StreamSource
-from consumer.worker import Worker, WorkerTimings
+from consumer.runtimes.stack import build_stack
+from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
+from consumer.sources.kinesis import KinesisSource
+from consumer.sources.position import LATEST, TRIM_HORIZON, StartPosition
+from consumer.sources.reader import StreamSource
+from consumer.sources.shard import ShardInfo
 from projections.projection import Projection
 
 log = structlog.get_logger(__name__)

@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.decode import Decoder
 from consumer.errors import DecodeError
-from consumer.prefetch import FetchedBatch
+from consumer.pipeline.prefetch import FetchedBatch
 from consumer.record import RawRecord, SourceKind
+from consumer.sources.decode import Decoder
 
 # Lambda's DynamoDB events carry no shard id; dead letters and logs say so instead.
 UNKNOWN_SHARD = "unknown"

@@ -1,7 +1,7 @@
 """A record processor for the KCL MultiLangDaemon that runs the configured projections.
 
 The MultiLangDaemon (Java) owns leases, shard discovery and GetRecords; it starts this module
-once per shard (`executableName = python -m consumer.kcl_processor`) and talks to it in JSON
+once per shard (`executableName = python -m consumer.runtimes.kcl`) and talks to it in JSON
 lines over stdin/stdout. Unlike amazon_kclpy's sample it never skips a failed batch: the batch
 goes through the same Pipeline as in the daemon (transient failures are waited out, poison is
 bisected and dead-lettered), and only then is the last record checkpointed, explicitly.
@@ -23,13 +23,13 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from consumer.decode import Decoder
-from consumer.embedded import ProjectionStack, build_stack, settings_from_environment
 from consumer.errors import ConfigError, StreamProjectorError
-from consumer.event_adapters import decode_records, kinesis_stream_name, raw_from_kcl
-from consumer.log import configure_logging
-from consumer.pipeline import Pipeline
-from consumer.retry import Backoff, pause
+from consumer.observability.log import configure_logging
+from consumer.pipeline.apply import Pipeline
+from consumer.pipeline.retry import Backoff, pause
+from consumer.runtimes.event_adapters import decode_records, kinesis_stream_name, raw_from_kcl
+from consumer.runtimes.stack import ProjectionStack, build_stack, settings_from_environment
+from consumer.sources.decode import Decoder
 
 log = structlog.get_logger(__name__)
 

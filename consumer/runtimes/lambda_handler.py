@@ -1,9 +1,9 @@
 """AWS Lambda handler for DynamoDB Streams and Kinesis events, running the configured projections.
 
-Configure the function with `consumer.lambda_handler.handler`, STREAM_PROJECTOR_CONFIG pointing
-at the TOML file, and ReportBatchItemFailures on the event source mapping. Poison records are
-dead-lettered with the daemon's envelope and count as processed, so the shard moves on; a
-transient failure is retried in the handler only while the invocation has time left, then the
+Configure the function with `consumer.runtimes.lambda_handler.handler`, STREAM_PROJECTOR_CONFIG
+pointing at the TOML file, and ReportBatchItemFailures on the event source mapping. Poison
+records are dead-lettered with the daemon's envelope and count as processed, so the shard moves
+on; a transient failure is retried in the handler only while the invocation has time left, then the
 batch is reported from its first record and Lambda retries it (projections are idempotent).
 """
 
@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from consumer.decode import Decoder
-from consumer.embedded import ProjectionStack, build_stack, settings_from_environment
 from consumer.errors import ConfigError
-from consumer.event_adapters import SourcedRecords, decode_records, group_lambda_records
-from consumer.log import configure_logging
-from consumer.pipeline import BatchAbandoned
+from consumer.observability.log import configure_logging
+from consumer.pipeline.apply import BatchAbandoned
+from consumer.runtimes.event_adapters import SourcedRecords, decode_records, group_lambda_records
+from consumer.runtimes.stack import ProjectionStack, build_stack, settings_from_environment
+from consumer.sources.decode import Decoder
 
 log = structlog.get_logger(__name__)
 
@@ -123,5 +123,5 @@ def container_handler() -> StreamEventHandler:
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """The Lambda entry point: `consumer.lambda_handler.handler`."""
+    """The Lambda entry point: `consumer.runtimes.lambda_handler.handler`."""
     return container_handler()(event, context)

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from consumer.config import Settings, load_settings
-from consumer.dead_letter import DeadLetterSink
-from consumer.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
+from consumer.dead_letters.letter import DeadLetterSink
 from consumer.errors import ConfigError
-from consumer.metrics import Metrics
-from consumer.pipeline import FailurePolicy, Pipeline
-from consumer.projection_loader import load_projections
+from consumer.observability.metrics import Metrics
+from consumer.pipeline.apply import FailurePolicy, Pipeline
 from consumer.record import SourceKind
 from consumer.resources import SharedResources
+from consumer.runtimes.projection_loader import load_projections
+from consumer.sources.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
 from projections.projection import Projection
 
 # The TOML file's path for runtimes that have no command line of their own (KCL, Lambda).
@@ -98,7 +98,7 @@ def build_stack(
         else load_projections(settings.projections, resources)
     )
     if dead_letters is None and settings.dead_letter.queue_url:
-        from consumer.sqs_dead_letter import SqsDeadLetterSink
+        from consumer.dead_letters.sqs import SqsDeadLetterSink
 
         dead_letters = SqsDeadLetterSink.from_settings(settings.dead_letter, resources)
     policy = FailurePolicy.from_settings(settings.retry)

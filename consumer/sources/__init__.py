@@ -1,0 +1,1 @@
+"""Where records come from: shard listing and readers for DynamoDB Streams and Kinesis, decoding."""

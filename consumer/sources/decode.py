@@ -13,10 +13,10 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from consumer.attribute_values import from_image
 from consumer.errors import ConfigError, DecodeError
-from consumer.kpl import MAGIC, deaggregate
 from consumer.record import ChangeRecord, RawRecord
+from consumer.sources.attribute_values import from_image
+from consumer.sources.kpl import MAGIC, deaggregate
 
 KinesisFormat = Literal["auto", "dynamodb", "json"]
 VIEW_TYPES = frozenset({"KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"})

@@ -6,13 +6,13 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer import fast_get_records
 from consumer.aws import Pacer, error_code, raise_translated
 from consumer.errors import ConfigError
-from consumer.position import StartPosition
 from consumer.record import RawRecord
-from consumer.shard import ShardInfo
-from consumer.shard_iterator import RESOURCE_NOT_FOUND_CODE, IteratorShardReader
+from consumer.sources import fast_get_records
+from consumer.sources.iterator import RESOURCE_NOT_FOUND_CODE, IteratorShardReader
+from consumer.sources.position import StartPosition
+from consumer.sources.shard import ShardInfo
 
 # DescribeStream allows 10 calls/s per stream; 4/s leaves room for other replicas.
 DESCRIBE_STREAM_INTERVAL_SECONDS = 0.25

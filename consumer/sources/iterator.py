@@ -12,9 +12,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.aws import Pacer, error_code, raise_translated
 from consumer.errors import ExpiredIteratorError, TrimmedDataError
-from consumer.position import StartPosition
 from consumer.record import RawRecord
-from consumer.shard_reader import Batch
+from consumer.sources.position import StartPosition
+from consumer.sources.reader import Batch
 
 RESOURCE_NOT_FOUND_CODE = "ResourceNotFoundException"
 

@@ -7,14 +7,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer import fast_get_records
 from consumer.aws import Pacer, raise_translated
 from consumer.errors import ConfigError
-from consumer.position import StartPosition
 from consumer.record import RawRecord
-from consumer.shard import ShardInfo
-from consumer.shard_iterator import IteratorShardReader
-from consumer.shard_reader import Batch
+from consumer.sources import fast_get_records
+from consumer.sources.iterator import IteratorShardReader
+from consumer.sources.position import StartPosition
+from consumer.sources.reader import Batch
+from consumer.sources.shard import ShardInfo
 
 
 class KinesisSource:

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consumer.position import StartPosition
 from consumer.record import RawRecord
-from consumer.shard import ShardInfo
+from consumer.sources.position import StartPosition
+from consumer.sources.shard import ShardInfo
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ from psycopg_pool import ConnectionPool
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.postgres_sink import batch_transaction, translate_errors
 from projections.projection import Outcome, Resources
+from projections.sinks.postgres import batch_transaction, translate_errors
 
 DEFAULT_TABLE = "audit_log"
 DEFAULT_POOL_TIMEOUT = 5.0

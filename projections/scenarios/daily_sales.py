@@ -29,9 +29,9 @@ from psycopg_pool import ConnectionPool
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.postgres_sink import batch_transaction, translate_errors
 from projections.projection import Outcome, Resources
-from projections.shop.events import EventAttributes, ShopEvent, parse_event
+from projections.scenarios.shop.events import EventAttributes, ShopEvent, parse_event
+from projections.sinks.postgres import batch_transaction, translate_errors
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ each MODIFY:
 - OUT_OF_STOCK when stock reaches zero: old > 0 >= new.
 A drop from 15 to 0 raises both: they are different alerts for different people.
 
-Each alert is published once (projections/sns_sink.py): its identity is product id + kind +
+Each alert is published once (projections/sinks/sns.py): its identity is product id + kind +
 the change's identity (DynamoDB eventID when the stream has one, which also survives the
 duplicates the DynamoDB→Kinesis integration may write; else stream, shard and position).
 A genuine second crossing (restocked, then sold down again) is a different change and alerts
@@ -29,7 +29,7 @@ from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from projections.idempotency import DEFAULT_TTL_SECONDS, IdempotencyStore, create_table
 from projections.projection import Outcome, Resources
-from projections.sns_sink import Alert, SnsAlertSink
+from projections.sinks.sns import Alert, SnsAlertSink
 
 log = structlog.get_logger(__name__)
 

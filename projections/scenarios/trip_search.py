@@ -30,8 +30,8 @@ import structlog
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.dynamodb_sink import DEFAULT_MAX_WORKERS, DynamoDBSink, GuardedUpdate
 from projections.projection import Outcome, Resources
+from projections.sinks.dynamodb import DEFAULT_MAX_WORKERS, DynamoDBSink, GuardedUpdate
 
 log = structlog.get_logger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer
 
-from projections.trip_search import GUARD_ATTRIBUTES, STATUS_INDEX
+from projections.scenarios.trip_search import GUARD_ATTRIBUTES, STATUS_INDEX
 
 # How many items a filtered request may evaluate at once: more means fewer round trips but
 # more items read past the last match that is returned.

@@ -1,0 +1,1 @@
+"""Idempotent writers for the read stores: DynamoDB, PostgreSQL, SNS."""

@@ -22,8 +22,8 @@ from typing import Any
 import botocore.exceptions
 import orjson
 
-from consumer.classify import TRANSIENT_TYPES
 from consumer.errors import PoisonError, TransientError
+from consumer.pipeline.classify import TRANSIENT_TYPES
 from projections.idempotency import Claim, IdempotencyStore
 
 _POISON_CODES = frozenset({"InvalidParameter", "InvalidParameterValue", "ParameterValueInvalid"})

@@ -16,7 +16,7 @@ kind = "dynamodb"
 table = "TripTable"
 [[projections]]
 name = "trip_search"
-class = "projections.trip_search:TripSearchProjection"
+class = "projections.scenarios.trip_search:TripSearchProjection"
 [projections.settings]
 table = "TripSearchTable"
 """
@@ -35,7 +35,9 @@ def test_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
     assert settings.leases.failover_seconds == 10
     assert settings.polling.max_records == 1000
     assert settings.http.port == 9102
-    assert settings.projections[0].class_ == "projections.trip_search:TripSearchProjection"
+    assert (
+        settings.projections[0].class_ == "projections.scenarios.trip_search:TripSearchProjection"
+    )
     assert settings.projections[0].settings == {"table": "TripSearchTable"}
 
 

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from consumer.config import load_settings
-from consumer.daemon import build_daemon, run_daemon
-from consumer.dead_letter import DeadLetter
-from consumer.demo import SAGA, create_trip_table, write_saga
+from consumer.dead_letters.letter import DeadLetter
+from consumer.demo.trip_saga import SAGA, create_trip_table, write_saga
 from consumer.errors import PoisonError, TransientError
 from consumer.record import ChangeRecord
+from consumer.runtimes.daemon import build_daemon, run_daemon
 from projections.projection import Outcome
-from projections.trip_search import TripSearchProjection
-from tests.consumer.test_daemon_trip_search import EXPECTED, documents
+from projections.scenarios.trip_search import TripSearchProjection
+from tests.consumer.runtimes.test_daemon_trip_search import EXPECTED, documents
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer.config import Settings
-from consumer.daemon import Daemon, build_daemon, run_daemon
+from consumer.runtimes.daemon import Daemon, build_daemon, run_daemon
 from tests.fixtures.servers import ROOT, wait_until
 
 FAST_LEASES = {

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from consumer.record import ChangeRecord
-from projections.shop.errors import InvalidEventError
+from projections.scenarios.shop.errors import InvalidEventError
 
 _REQUIRED = object()
 

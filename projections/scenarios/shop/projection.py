@@ -38,19 +38,10 @@ from psycopg_pool import ConnectionPool
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.postgres_sink import (
-    DEFAULT_STRATEGY,
-    GuardedUpsert,
-    Strategy,
-    batch_transaction,
-    delete_keys,
-    select_keys,
-    translate_errors,
-)
 from projections.projection import Outcome, Resources
-from projections.shop.errors import ConcurrentUpdateError, VersionGapError
-from projections.shop.events import EventAttributes, ShopEvent, parse_event
-from projections.shop.read_models import (
+from projections.scenarios.shop.errors import ConcurrentUpdateError, VersionGapError
+from projections.scenarios.shop.events import EventAttributes, ShopEvent, parse_event
+from projections.scenarios.shop.read_models import (
     CART_EVENTS,
     ORDER_EVENTS,
     PRODUCT_EVENTS,
@@ -59,7 +50,16 @@ from projections.shop.read_models import (
     ProductRow,
     ReadModelBatch,
 )
-from projections.shop.schema import ShopTables, create_tables
+from projections.scenarios.shop.schema import ShopTables, create_tables
+from projections.sinks.postgres import (
+    DEFAULT_STRATEGY,
+    GuardedUpsert,
+    Strategy,
+    batch_transaction,
+    delete_keys,
+    select_keys,
+    translate_errors,
+)
 
 DEFAULT_POOL_TIMEOUT = 5.0
 _ORDER_COLUMNS = (

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from projections.shop.errors import InvalidTransitionError
-from projections.shop.events import ShopEvent
+from projections.scenarios.shop.errors import InvalidTransitionError
+from projections.scenarios.shop.events import ShopEvent
 
 PRODUCT_EVENTS = frozenset({"ProductCreated", "ProductUpdated", "ProductDeleted"})
 CART_EVENTS = frozenset({"ItemAddedToCart", "ItemRemovedFromCart", "CartCleared"})

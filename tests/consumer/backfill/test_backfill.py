@@ -17,19 +17,19 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from consumer.attribute_values import to_image
-from consumer.backfill import BackfillOptions
-from consumer.backfill_cli import backfill_from_settings, progress_table
-from consumer.backfill_progress import BackfillProgressStore, run_name
+from consumer.backfill.progress import BackfillProgressStore, run_name
+from consumer.backfill.runner import BackfillOptions
+from consumer.cli.backfill import backfill_from_settings, progress_table
 from consumer.config import Settings, load_settings
-from consumer.lease_store import DynamoDBLeaseStore
+from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
 from consumer.resources import SharedResources
-from projections.shop.projection import ShopProjection
-from projections.trip_search import COMPONENTS, create_table
-from projections.trip_search_query import plain_document
+from consumer.sources.attribute_values import to_image
+from projections.scenarios.shop.projection import ShopProjection
+from projections.scenarios.trip_search import COMPONENTS, create_table
+from projections.scenarios.trip_search_query import plain_document
 from tests.fixtures.servers import ROOT, wait_until
-from tests.projections.shop.scenario import T0, dump, records, shop_scenario
+from tests.projections.scenarios.shop.scenario import T0, dump, records, shop_scenario
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
 
 STREAM = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
@@ -109,7 +109,7 @@ def trip_settings(endpoint: str, app: str, source: str, search: str) -> Settings
         projections=[
             {
                 "name": "trip_search",
-                "class": "projections.trip_search:TripSearchProjection",
+                "class": "projections.scenarios.trip_search:TripSearchProjection",
                 "settings": {"table": search},
             }
         ],
@@ -222,7 +222,7 @@ endpoint_url = "{settings.aws.endpoint_url}"
 region = "us-east-1"
 [[projections]]
 name = "trip_search"
-class = "projections.trip_search:TripSearchProjection"
+class = "projections.scenarios.trip_search:TripSearchProjection"
 settings = {{ table = "{search}" }}
 """
     )
@@ -231,7 +231,7 @@ settings = {{ table = "{search}" }}
 
 def backfill_process(config: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "consumer.backfill_cli", "--config", str(config), "--json", *args],
+        [sys.executable, "-m", "consumer.cli.backfill", "--config", str(config), "--json", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -342,7 +342,9 @@ def test_the_event_store_is_replayed_per_aggregate_in_version_order(
         source={"kind": "kinesis", "stream_name": stream, "table": table},
         aws={"endpoint_url": moto_endpoint, "region": "us-east-1"},
         postgres={"dsn": pg_dsn},
-        projections=[{"name": "shop", "class": "projections.shop.projection:ShopProjection"}],
+        projections=[
+            {"name": "shop", "class": "projections.scenarios.shop.projection:ShopProjection"}
+        ],
     )
     with ConnectionPool(pg_dsn, min_size=1, max_size=2) as pool:
         shop = ShopProjection("shop", pool)

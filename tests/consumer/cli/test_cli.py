@@ -13,7 +13,7 @@ import orjson
 import psycopg
 import pytest
 
-from consumer.demo import SAGA, create_trip_table, write_saga
+from consumer.demo.trip_saga import SAGA, create_trip_table, write_saga
 from tests.fixtures.servers import ROOT
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
 
@@ -43,7 +43,7 @@ kind = "dynamodb"
 table = "{source}"
 [[projections]]
 name = "trip_search"
-class = "projections.trip_search:TripSearchProjection"
+class = "projections.scenarios.trip_search:TripSearchProjection"
 [projections.settings]
 table = "{search}"
 """
@@ -61,7 +61,7 @@ def test_migrate_twice_creates_dynamodb_and_postgres_tables_once(
     path = config(
         tmp_path,
         TRIP_CONFIG.format(app=unique_name("app"), source=source, search=search)
-        + '[[projections]]\nname = "shop"\nclass = "projections.shop:ShopProjection"\n',
+        + '[[projections]]\nname = "shop"\nclass = "projections.scenarios.shop:ShopProjection"\n',
     )
     env = {"AWS_ENDPOINT_URL": moto_endpoint, "DATABASE_URL": pg_dsn}
     for _ in range(2):

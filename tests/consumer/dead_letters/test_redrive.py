@@ -11,16 +11,16 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from consumer.cli.dlq import dlq
 from consumer.config import load_settings
-from consumer.dlq_cli import dlq
-from consumer.lease_store import DynamoDBLeaseStore
+from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
 from projections.projection import Outcome, Resources
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
 from tests.support.streams import kinesis_stream
 
-PROJECTION = "tests.consumer.test_dlq:GuardedItems"
+PROJECTION = "tests.consumer.dead_letters.test_redrive:GuardedItems"
 
 
 class GuardedItems:

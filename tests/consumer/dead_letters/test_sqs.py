@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.dead_letter import DeadLetter
+from consumer.dead_letters.letter import DeadLetter
+from consumer.dead_letters.sqs import MAX_MESSAGE_BYTES, SqsDeadLetterSink, dedup_id
 from consumer.errors import TransientError
-from consumer.sqs_dead_letter import MAX_MESSAGE_BYTES, SqsDeadLetterSink, dedup_id
 from tests.fixtures.servers import free_port
 
 

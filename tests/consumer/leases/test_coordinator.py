@@ -12,10 +12,10 @@ from botocore.config import Config
 from structlog.testing import capture_logs
 
 from consumer.errors import LeaseLostError
-from consumer.lease import SENTINEL_LATEST, SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON
-from consumer.lease_coordinator import LeaseCoordinator
-from consumer.lease_store import DynamoDBLeaseStore
-from consumer.shard import ShardInfo
+from consumer.leases.coordinator import LeaseCoordinator
+from consumer.leases.lease import SENTINEL_LATEST, SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON
+from consumer.leases.store import DynamoDBLeaseStore
+from consumer.sources.shard import ShardInfo
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -333,7 +333,7 @@ def test_renewals_failing_past_failover_drop_the_lease(store: DynamoDBLeaseStore
 def test_finished_leases_of_shards_gone_from_the_stream_are_deleted(
     store: DynamoDBLeaseStore,
 ) -> None:
-    from consumer.lease import Lease
+    from consumer.leases.lease import Lease
 
     store.create_if_absent(Lease("shard-gone", checkpoint=SENTINEL_SHARD_END))
     store.create_if_absent(Lease("shard-closed-still-listed", checkpoint=SENTINEL_SHARD_END))

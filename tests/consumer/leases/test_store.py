@@ -11,8 +11,8 @@ import pytest
 from botocore.config import Config
 
 from consumer.errors import LeaseLostError, TransientError
-from consumer.lease import SENTINEL_LATEST, SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON, Lease
-from consumer.lease_store import DynamoDBLeaseStore
+from consumer.leases.lease import SENTINEL_LATEST, SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON, Lease
+from consumer.leases.store import DynamoDBLeaseStore
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.integration

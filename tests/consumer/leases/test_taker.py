@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from consumer.lease import SENTINEL_SHARD_END, Lease
-from consumer.lease_taker import (
+from consumer.leases.lease import SENTINEL_SHARD_END, Lease
+from consumer.leases.taker import (
     Observation,
     is_expired,
     observe,

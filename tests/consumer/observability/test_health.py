@@ -10,8 +10,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.health import HealthServer, Heartbeat
-from consumer.metrics import Metrics
+from consumer.observability.health import HealthServer, Heartbeat
+from consumer.observability.metrics import Metrics
 from tests.fixtures.servers import wait_until
 
 Readiness = Callable[[], tuple[bool, str]]

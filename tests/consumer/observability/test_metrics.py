@@ -11,8 +11,8 @@ import requests
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.health import HealthServer, Heartbeat
-from consumer.metrics import Metrics
+from consumer.observability.health import HealthServer, Heartbeat
+from consumer.observability.metrics import Metrics
 from tests.fixtures.prometheus import PrometheusServer
 from tests.fixtures.servers import wait_until
 

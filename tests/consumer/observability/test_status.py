@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 
-from consumer.lease import SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON, Lease
-from consumer.status import ShardStatus, render_json, render_table, rows_from_leases, shard_state
+from consumer.leases.lease import SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON, Lease
+from consumer.observability.status import (
+    ShardStatus,
+    render_json,
+    render_table,
+    rows_from_leases,
+    shard_state,
+)
 
 ROWS = [
     ShardStatus("shardId-000000000000", (), None, SENTINEL_SHARD_END, "finished", None),

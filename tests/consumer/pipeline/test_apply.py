@@ -9,12 +9,12 @@ from collections.abc import Sequence
 
 from botocore.exceptions import ClientError
 
-from consumer.classify import classify
-from consumer.dead_letter import DeadLetter
+from consumer.dead_letters.letter import DeadLetter
 from consumer.errors import DecodeError, TransientError
-from consumer.metrics import Metrics
-from consumer.pipeline import ALL_PROJECTIONS, BatchAbandoned, FailurePolicy, Pipeline
-from consumer.prefetch import FetchedBatch
+from consumer.observability.metrics import Metrics
+from consumer.pipeline.apply import ALL_PROJECTIONS, BatchAbandoned, FailurePolicy, Pipeline
+from consumer.pipeline.classify import classify
+from consumer.pipeline.prefetch import FetchedBatch
 from consumer.record import ChangeRecord, RawRecord
 from projections.projection import Outcome
 from tests.fixtures.servers import wait_until

@@ -15,9 +15,9 @@ import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 
 from consumer.config import load_settings
-from consumer.daemon import Daemon
-from consumer.lease_store import DynamoDBLeaseStore
+from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
+from consumer.runtimes.daemon import Daemon
 from projections.projection import Outcome
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import wait_until

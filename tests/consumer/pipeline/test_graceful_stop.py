@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from consumer.config import load_settings
-from consumer.daemon import build_daemon, run_daemon
-from consumer.lease_store import DynamoDBLeaseStore
-from tests.consumer.test_shard_loop import create_source_table, write_items
+from consumer.leases.store import DynamoDBLeaseStore
+from consumer.runtimes.daemon import build_daemon, run_daemon
+from tests.consumer.pipeline.test_shard_loop import create_source_table, write_items
 from tests.fixtures.servers import wait_until
 from tests.support.collecting import CollectingProjection
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, wait_caught_up

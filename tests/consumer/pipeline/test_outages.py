@@ -15,16 +15,16 @@ import orjson
 import pytest
 from psycopg_pool import ConnectionPool
 
-from consumer.attribute_values import to_image
 from consumer.config import load_settings
-from consumer.daemon import Daemon
-from consumer.lease_store import DynamoDBLeaseStore
+from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
-from projections.shop import ShopProjection
+from consumer.runtimes.daemon import Daemon
+from consumer.sources.attribute_values import to_image
+from projections.scenarios.shop import ShopProjection
 from tests.fixtures.aws import CREDENTIALS
 from tests.fixtures.postgres import create_database, drop_database
 from tests.fixtures.servers import ServerProcess, free_port, wait_until
-from tests.projections.shop.scenario import EventStore, dump, records, shop_scenario
+from tests.projections.scenarios.shop.scenario import EventStore, dump, records, shop_scenario
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
 from tests.support.recording import RecordingProjection, create_recording_table, recorded
 from tests.support.streams import kinesis_stream

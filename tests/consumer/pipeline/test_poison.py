@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from consumer.config import load_settings
-from consumer.lease_store import DynamoDBLeaseStore
+from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
 from projections.projection import Outcome
 from tests.fixtures.servers import wait_until

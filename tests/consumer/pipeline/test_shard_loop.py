@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from consumer.config import Settings, load_settings
-from consumer.lease_store import DynamoDBLeaseStore
+from consumer.leases.store import DynamoDBLeaseStore
 from tests.fixtures.servers import wait_until
 from tests.support.collecting import CollectingProjection
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from consumer.lease_store import DynamoDBLeaseStore
+from consumer.leases.store import DynamoDBLeaseStore
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import start_worker_process, write_config
 from tests.support.recording import create_recording_table, recorded

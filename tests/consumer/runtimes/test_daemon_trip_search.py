@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from consumer.config import Settings, load_settings
-from consumer.demo import SAGA, Step, create_trip_table, write_saga
-from consumer.lease_store import DynamoDBLeaseStore
-from projections.trip_search_query import plain_document
+from consumer.demo.trip_saga import SAGA, Step, create_trip_table, write_saga
+from consumer.leases.store import DynamoDBLeaseStore
+from projections.scenarios.trip_search_query import plain_document
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
 
 EXPECTED = {
@@ -57,7 +57,7 @@ def trip_settings(endpoint: str, app: str, source: str, search: str) -> Settings
         projections=[
             {
                 "name": "trip_search",
-                "class": "projections.trip_search:TripSearchProjection",
+                "class": "projections.scenarios.trip_search:TripSearchProjection",
                 "settings": {"table": search},
             }
         ],

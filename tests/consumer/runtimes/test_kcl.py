@@ -1,6 +1,6 @@
 """The KCL record processor, driven over pipes the way the MultiLangDaemon drives it.
 
-Each test starts `python -m consumer.kcl_processor` as a subprocess, plays the daemon's side
+Each test starts `python -m consumer.runtimes.kcl` as a subprocess, plays the daemon's side
 of the MultiLang protocol (JSON lines on its stdin/stdout) and checks what the projection
 wrote to moto's DynamoDB, what reached the dead-letter queue, and every checkpoint it asked for.
 """
@@ -145,7 +145,7 @@ def daemon(kcl_env: dict[str, Any]) -> Iterator[FakeDaemonSide]:
         "PYTHONPATH": str(ROOT),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "consumer.kcl_processor"],
+        [sys.executable, "-m", "consumer.runtimes.kcl"],
         cwd=ROOT,
         env=env,
         stdin=subprocess.PIPE,

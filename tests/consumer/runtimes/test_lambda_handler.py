@@ -17,18 +17,18 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from consumer import lambda_handler
 from consumer.config import Settings, load_settings
-from consumer.embedded import CONFIG_ENV, build_stack
-from consumer.lambda_handler import StreamEventHandler
 from consumer.record import position_of
+from consumer.runtimes import lambda_handler
+from consumer.runtimes.lambda_handler import StreamEventHandler
+from consumer.runtimes.stack import CONFIG_ENV, build_stack
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import free_port
 from tests.support.recording import RecordingProjection, create_recording_table, recorded
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = Path(__file__).parent / "samples" / "lambda"
+SAMPLES = Path(__file__).parents[1] / "samples" / "lambda"
 CONFIGURED_STREAM = (
     "arn:aws:dynamodb:us-east-1:123456789012:table/Users/stream/2023-03-15T00:00:00.000"
 )

@@ -10,13 +10,13 @@ from boto3.dynamodb.types import TypeDeserializer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.attribute_values import (
+from consumer.errors import DecodeError
+from consumer.sources.attribute_values import (
     from_attribute_value,
     from_image,
     to_attribute_value,
     to_image,
 )
-from consumer.errors import DecodeError
 from tests.consumer.samples.recorder import TRIP_FLIGHT
 
 

@@ -12,10 +12,10 @@ import boto3
 import orjson
 import pytest
 
-from consumer.decode import DynamoDBStreamsDecoder, KinesisDecoder, table_from_stream_arn
 from consumer.errors import ConfigError, DecodeError
-from consumer.kpl import MAGIC
 from consumer.record import ChangeRecord, RawRecord
+from consumer.sources.decode import DynamoDBStreamsDecoder, KinesisDecoder, table_from_stream_arn
+from consumer.sources.kpl import MAGIC
 from tests.consumer.samples import recorder
 from tests.fixtures.aws import REGION
 

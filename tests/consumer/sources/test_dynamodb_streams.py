@@ -11,12 +11,12 @@ import pytest
 from botocore.config import Config
 
 from consumer.aws import make_client
-from consumer.dynamodb_streams_source import DynamoDBStreamsSource
 from consumer.errors import ConfigError, ThrottledError, TransientError, TrimmedDataError
-from consumer.position import LATEST, TRIM_HORIZON, StartPosition
 from consumer.record import RawRecord
-from consumer.shard_reader import Batch
-from tests.consumer.test_fast_get_records import (
+from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
+from consumer.sources.position import LATEST, TRIM_HORIZON, StartPosition
+from consumer.sources.reader import Batch
+from tests.consumer.sources.test_fast_get_records import (
     dynamodb_table_with_stream,
     inject_response,
     inject_responses,

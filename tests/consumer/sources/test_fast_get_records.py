@@ -11,8 +11,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
-from consumer import fast_get_records
 from consumer.aws import make_client
+from consumer.sources import fast_get_records
 from tests.fixtures.aws import REGION
 from tests.support.streams import kinesis_stream
 

@@ -13,11 +13,11 @@ from botocore.exceptions import ClientError
 
 from consumer.aws import make_client
 from consumer.errors import ConfigError, TrimmedDataError
-from consumer.kinesis_source import KinesisSource
-from consumer.position import LATEST, TRIM_HORIZON, StartPosition
 from consumer.record import RawRecord
-from consumer.shard import ShardInfo
-from tests.consumer.test_fast_get_records import inject_response
+from consumer.sources.kinesis import KinesisSource
+from consumer.sources.position import LATEST, TRIM_HORIZON, StartPosition
+from consumer.sources.shard import ShardInfo
+from tests.consumer.sources.test_fast_get_records import inject_response
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import wait_until
 from tests.support.streams import kinesis_stream, stream_active

@@ -8,7 +8,7 @@ import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 
 from consumer.errors import DecodeError
-from consumer.kpl import MAGIC, UserRecord, deaggregate, is_aggregated
+from consumer.sources.kpl import MAGIC, UserRecord, deaggregate, is_aggregated
 
 
 def aggregate(records: list[tuple[str, bytes, str | None]]) -> bytes:

@@ -14,8 +14,8 @@ from psycopg_pool import ConnectionPool
 
 from consumer.errors import PoisonError
 from consumer.record import ChangeRecord
-from projections.audit_log import AuditLogProjection
 from projections.projection import Outcome
+from projections.scenarios.audit_log import AuditLogProjection
 
 pytestmark = pytest.mark.integration
 

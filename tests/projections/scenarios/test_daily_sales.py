@@ -14,9 +14,14 @@ from hypothesis import strategies as st
 from psycopg_pool import ConnectionPool
 
 from consumer.record import ChangeRecord
-from projections.daily_sales import DailySalesProjection
 from projections.projection import Outcome
-from tests.projections.shop.scenario import in_batches, records, redelivered, shop_scenario
+from projections.scenarios.daily_sales import DailySalesProjection
+from tests.projections.scenarios.shop.scenario import (
+    in_batches,
+    records,
+    redelivered,
+    shop_scenario,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from consumer.errors import ConfigError, TransientError
 from consumer.record import ChangeRecord
 from projections.idempotency import PENDING, Claim, IdempotencyStore
-from projections.inventory_alerts import (
+from projections.projection import Outcome
+from projections.scenarios.inventory_alerts import (
     LOW_STOCK,
     OUT_OF_STOCK,
     InventoryAlertsProjection,
     crossings,
 )
-from projections.projection import Outcome
-from projections.sns_sink import SnsAlertSink
+from projections.sinks.sns import SnsAlertSink
 
 
 @pytest.mark.parametrize(

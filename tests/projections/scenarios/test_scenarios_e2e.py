@@ -14,18 +14,18 @@ import orjson
 import psycopg
 import pytest
 
-from consumer.attribute_values import to_image
 from consumer.config import Settings, load_settings
-from consumer.demo import create_trip_table, write_saga
-from consumer.lease_store import DynamoDBLeaseStore
-from consumer.projection_loader import load_projections
+from consumer.demo.trip_saga import create_trip_table, write_saga
+from consumer.leases.store import DynamoDBLeaseStore
 from consumer.resources import SharedResources
-from tests.consumer.test_daemon_trip_search import EXPECTED as TRIP_DOCUMENTS
-from tests.consumer.test_daemon_trip_search import documents
-from tests.projections.shop.scenario import T0, Event, shop_scenario
-from tests.projections.test_daily_sales import EXPECTED as DAILY_TOTALS
-from tests.projections.test_daily_sales import scenario as sales_scenario
-from tests.projections.test_inventory_alerts import make_topic
+from consumer.runtimes.projection_loader import load_projections
+from consumer.sources.attribute_values import to_image
+from tests.consumer.runtimes.test_daemon_trip_search import EXPECTED as TRIP_DOCUMENTS
+from tests.consumer.runtimes.test_daemon_trip_search import documents
+from tests.projections.scenarios.shop.scenario import T0, Event, shop_scenario
+from tests.projections.scenarios.test_daily_sales import EXPECTED as DAILY_TOTALS
+from tests.projections.scenarios.test_daily_sales import scenario as sales_scenario
+from tests.projections.scenarios.test_inventory_alerts import make_topic
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
 from tests.support.streams import kinesis_stream
 
@@ -110,6 +110,7 @@ def put_all(kinesis: Any, stream: str, records: list[tuple[str, bytes]]) -> None
         )
 
 
+TRIP_SEARCH_CLASS = "projections.scenarios.trip_search:TripSearchProjection"
 READ_MODELS = {
     "read_products": "product_id",
     "read_carts": "cart_id",
@@ -154,9 +155,12 @@ def test_shop_events_through_kinesis_reach_every_read_model_once_even_when_repla
         polling={**FAST_POLLING, "max_records": 7},  # several batches per shard
         postgres={"dsn": pg_dsn},
         projections=[
-            {"name": "shop", "class": "projections.shop:ShopProjection"},
-            {"name": "daily_sales", "class": "projections.daily_sales:DailySalesProjection"},
-            {"name": "audit", "class": "projections.audit_log:AuditLogProjection"},
+            {"name": "shop", "class": "projections.scenarios.shop:ShopProjection"},
+            {
+                "name": "daily_sales",
+                "class": "projections.scenarios.daily_sales:DailySalesProjection",
+            },
+            {"name": "audit", "class": "projections.scenarios.audit_log:AuditLogProjection"},
         ],
     )
     migrate_all(settings)
@@ -240,7 +244,7 @@ def test_stock_changes_raise_each_alert_once_even_when_the_stream_is_replayed(
         projections=[
             {
                 "name": "inventory_alerts",
-                "class": "projections.inventory_alerts:InventoryAlertsProjection",
+                "class": "projections.scenarios.inventory_alerts:InventoryAlertsProjection",
                 "settings": {"topic_arn": topic.arn, "idempotency_table": unique_name("idem")},
             }
         ],
@@ -303,14 +307,14 @@ def test_keys_only_single_table_routed_to_a_search_model_through_consistent_read
                             "pk_prefix": "TRIP#",
                             "class": "projections.image_fetch:ImageFetchingProjection",
                             "settings": {
-                                "projection": "projections.trip_search:TripSearchProjection",
+                                "projection": TRIP_SEARCH_CLASS,
                                 "settings": {"table": search},
                             },
                         }
                     ]
                 },
             },
-            {"name": "audit", "class": "projections.audit_log:AuditLogProjection"},
+            {"name": "audit", "class": "projections.scenarios.audit_log:AuditLogProjection"},
         ],
     )
     migrate_all(settings)

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.trip_search import GUARD_ATTRIBUTES, STATUS_INDEX, TripSearchProjection
+from projections.scenarios.trip_search import GUARD_ATTRIBUTES, STATUS_INDEX, TripSearchProjection
 from tests.fixtures.aws import REGION
 
 SAGA_START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC).timestamp()

@@ -9,11 +9,11 @@ from typing import Any
 import boto3
 import pytest
 
-from projections import trip_search_query
-from projections.trip_search import TripSearchProjection
-from projections.trip_search_query import decode_token, encode_token, search_trips
+from projections.scenarios import trip_search_query
+from projections.scenarios.trip_search import TripSearchProjection
+from projections.scenarios.trip_search_query import decode_token, encode_token, search_trips
 from tests.fixtures.aws import REGION
-from tests.projections.test_trip_search import Stream, flight, hotel, payment
+from tests.projections.scenarios.test_trip_search import Stream, flight, hotel, payment
 
 # trip id → (flight status, departure, hotel name)
 TRIPS = {

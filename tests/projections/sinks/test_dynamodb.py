@@ -15,7 +15,7 @@ from botocore.config import Config
 
 from consumer.errors import PoisonError, ThrottledError, TransientError
 from consumer.record import position_of
-from projections.dynamodb_sink import DynamoDBSink, GuardedUpdate, coalesce
+from projections.sinks.dynamodb import DynamoDBSink, GuardedUpdate, coalesce
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import free_port
 

@@ -11,7 +11,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from consumer.errors import PoisonError, TransientError
-from projections.postgres_sink import (
+from projections.sinks.postgres import (
     GuardedUpsert,
     Strategy,
     batch_transaction,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from psycopg_pool import ConnectionPool
 
-from projections.shop import ShopProjection
+from projections.scenarios.shop import ShopProjection
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from psycopg_pool import ConnectionPool
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from projections.projection import Outcome
-from projections.shop import (
+from projections.scenarios.shop import (
     ConcurrentUpdateError,
     InvalidEventError,
     InvalidTransitionError,
@@ -22,7 +22,7 @@ from projections.shop import (
     VersionGapError,
 )
 from tests.fixtures.servers import wait_until
-from tests.projections.shop.scenario import (
+from tests.projections.scenarios.shop.scenario import (
     T0,
     EventStore,
     dump,

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from psycopg_pool import ConnectionPool
 
 from consumer.record import ChangeRecord
-from projections.shop import ShopProjection
-from tests.projections.shop.scenario import (
+from projections.scenarios.shop import ShopProjection
+from tests.projections.scenarios.shop.scenario import (
     dump,
     in_batches,
     records,
