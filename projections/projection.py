@@ -33,7 +33,7 @@ class Projection(Protocol):
     """Applies a batch durably and idempotently, or raises; never half-applies silently.
 
     Re-applying a batch it already applied must leave the read model unchanged: every write is
-    guarded by a monotonic per-key position (see DESIGN.md, invariant 4).
+    guarded by a monotonic per-key position (see docs/design.md, invariant 4).
     """
 
     name: str

@@ -11,7 +11,7 @@ TTL expiries (REMOVEs made by the TTL service) are not user deletes: a route set
 reads `record.ttl_expiry` itself.
 
 When one handler fails, the whole batch is retried, so handlers that already applied it see
-it again: every handler must be guarded (DESIGN.md invariant 4), which makes that harmless.
+it again: every handler must be guarded (docs/design.md invariant 4), which makes that harmless.
 
     [[projections]]
     name = "app"

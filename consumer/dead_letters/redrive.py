@@ -1,7 +1,7 @@
 """Inspect and redrive the dead-letter queue: look without taking, re-apply, then delete.
 
 A redrive re-decodes each envelope's record with the source's decoder and applies it through
-the current projections it names; their guards (DESIGN.md, invariant 4) make a stale change a
+the current projections it names; their guards (docs/design.md, invariant 4) make a stale change a
 no-op, so redriving an old letter can never overwrite newer state. A message is deleted only
 after every target projection applied it; anything else leaves it in the queue.
 """

@@ -1,7 +1,7 @@
 """Apply one batch through every projection: wait out outages, isolate and dead-letter poison.
 
 A batch is done when every projection has durably applied each record or the record has been
-durably dead-lettered; only then may the shard loop checkpoint past it (DESIGN.md, inv. 1, 5).
+durably dead-lettered; only then may the shard loop checkpoint past it (docs/design.md, inv. 1, 5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Is a failure transient (wait it out) or poison (isolate and dead-letter)? DESIGN.md inv. 5."""
+"""Is a failure transient (wait it out) or poison (isolate, dead-letter)? docs/design.md inv. 5."""
 
 from __future__ import annotations
 

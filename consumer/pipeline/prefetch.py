@@ -1,7 +1,7 @@
 """Fetch and decode a shard ahead of processing, into a queue bounded in batches.
 
 The queue holds at most `prefetch_batches` pages of at most `max_records` each, plus the one
-being processed: memory per shard is bounded whatever the backlog (DESIGN.md, invariant 6).
+being processed: memory per shard is bounded whatever the backlog (docs/design.md, invariant 6).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ PREFETCH_JOIN_SECONDS = 10.0
 
 
 class Checkpointer(Protocol):
-    """Records progress in the lease table, fenced by lease ownership (DESIGN.md, inv. 3)."""
+    """Records progress in the lease table, fenced by lease ownership (docs/design.md, inv. 3)."""
 
     def checkpoint(self, shard_id: str, sequence: str, sub_sequence: int = 0) -> object:
         """Raise LeaseLostError when this worker no longer owns the shard."""

@@ -136,7 +136,7 @@ def decode_records(
 
     `sub_sequences` come from the KCL, which de-aggregates KPL records itself: each user record
     keeps its own sub-sequence number, so guards order the user records of one aggregate.
-    A record without a sequence number cannot be guarded (DESIGN.md, invariant 4), so it is
+    A record without a sequence number cannot be guarded (docs/design.md, invariant 4), so it is
     undecodable, and so is every record when there is no decoder (no stream to decode it for).
     """
     batch = FetchedBatch(records=[])

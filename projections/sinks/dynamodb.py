@@ -2,7 +2,7 @@
 
 Every write is one UpdateItem conditioned on `attribute_not_exists(guard) OR guard < :position`
 that also sets the guard, so a stale or repeated change is refused by DynamoDB itself
-(DESIGN.md invariant 4) and counted as `stale_skipped`, never as an error.
+(docs/design.md invariant 4) and counted as `stale_skipped`, never as an error.
 
 Within a batch, updates to the same key and guard collapse into the one with the highest
 position: that is only correct because each update carries the *full* state of its component

@@ -3,7 +3,7 @@
 A `GuardedUpsert` writes many rows with one `INSERT ... ON CONFLICT (key) DO UPDATE SET ...
 WHERE <guard>`: the guard (e.g. `t.version < EXCLUDED.version`) is evaluated by PostgreSQL on
 the row as committed, so a stale or concurrent write is refused by the database itself and
-shows as a lower affected-row count, never as an error (DESIGN.md invariant 4).
+shows as a lower affected-row count, never as an error (docs/design.md invariant 4).
 
 Three ways to ship the rows, measured side by side by `python -m bench postgres`
 (docs/benchmarks.md):

@@ -1,5 +1,5 @@
 """The pipeline's failure handling, in memory: transient waits, poison is bisected and
-dead-lettered, an undelivered dead letter holds the batch (DESIGN.md, invariants 1 and 5)."""
+dead-lettered, an undelivered dead letter holds the batch (docs/design.md, invariants 1 and 5)."""
 
 from __future__ import annotations
 

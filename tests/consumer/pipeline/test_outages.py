@@ -1,4 +1,4 @@
-"""Outages are waited out, never dead-lettered (DESIGN.md, invariant 5): PostgreSQL stopped for
+"""Outages are waited out, never dead-lettered (docs/design.md, invariant 5): PostgreSQL stopped for
 20 s mid-run, and the dead-letter queue unreachable while a poison record waits."""
 
 from __future__ import annotations

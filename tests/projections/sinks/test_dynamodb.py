@@ -246,7 +246,7 @@ class _Body:
 
 def inject_error(client: Any, pk: str, status: int, code: str) -> None:
     """Answer UpdateItem on `pk` with an AWS error. A fake, and only because moto cannot
-    throttle or fail with a 5xx on demand (DESIGN.md: fakes only for such faults)."""
+    throttle or fail with a 5xx on demand (docs/design.md: fakes only for such faults)."""
 
     def answer(request: Any, **_: Any) -> AWSResponse | None:
         if f'"{pk}"' not in request.body.decode():
