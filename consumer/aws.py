@@ -1,22 +1,16 @@
-"""The AWS boundary: boto3 clients configured for a daemon, call pacing, and error mapping."""
+"""The AWS boundary: boto3 clients configured for a daemon, and call pacing.
+
+What a failed call means is decided in consumer/aws_errors.py.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
-
-from consumer.errors import (
-    ExpiredIteratorError,
-    StreamProjectorError,
-    ThrottledError,
-    TransientError,
-    TrimmedDataError,
-)
 
 DEFAULT_MAX_POOL_CONNECTIONS = 32
 # A GetRecords page of 1 MB (DynamoDB Streams) or 10 MB (Kinesis) can take seconds to arrive;
@@ -24,20 +18,6 @@ DEFAULT_MAX_POOL_CONNECTIONS = 32
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 30.0
 MAX_ATTEMPTS = 4
-
-THROTTLING_CODES = frozenset(
-    {
-        "LimitExceededException",
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-    }
-)
-EXPIRED_ITERATOR_CODE = "ExpiredIteratorException"
-TRIMMED_DATA_CODE = "TrimmedDataAccessException"
-SERVER_ERROR_CODES = frozenset({"InternalServerError", "InternalFailure", "ServiceUnavailable"})
 
 
 def client_config(max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS) -> Config:
@@ -65,42 +45,6 @@ def make_client(
     return session.client(
         service, endpoint_url=endpoint_url, config=client_config(max_pool_connections)
     )
-
-
-def error_code(exc: ClientError) -> str:
-    """The service's error code of a ClientError ("" when absent)."""
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def translate_error(exc: BaseException, what: str) -> StreamProjectorError | None:
-    """Our typed error for a botocore failure, or None when it is not one the loop can classify.
-
-    `what` names the call and shard, so the message says where it happened.
-    """
-    if isinstance(exc, ClientError):
-        code = error_code(exc)
-        message = f"{what}: {code}: {exc.response.get('Error', {}).get('Message', '')}"
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code == EXPIRED_ITERATOR_CODE:
-            return ExpiredIteratorError(message)
-        if code == TRIMMED_DATA_CODE:
-            return TrimmedDataError(message)
-        if code in THROTTLING_CODES:
-            return ThrottledError(message)
-        if status >= 500 or code in SERVER_ERROR_CODES:
-            return TransientError(message)
-        return None
-    if isinstance(exc, ConnectionError | HTTPClientError):
-        return TransientError(f"{what}: {type(exc).__name__}: {exc}")
-    return None
-
-
-def raise_translated(exc: BotoCoreError | ClientError, what: str) -> NoReturn:
-    """Raise the typed error for `exc` (chained to it), or `exc` itself when it has none."""
-    translated = translate_error(exc, what)
-    if translated is None:
-        raise exc
-    raise translated from exc
 
 
 class Pacer:

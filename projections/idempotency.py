@@ -27,27 +27,21 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
-import botocore.exceptions
+from botocore.exceptions import ClientError
 
-from consumer.errors import TransientError
+from consumer.aws_errors import (
+    CONDITION_FAILED,
+    NETWORK_ERRORS,
+    RESOURCE_IN_USE,
+    SINK_TRANSIENT_CODES,
+    error_code,
+    raise_translated,
+)
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_CLAIM_TIMEOUT_SECONDS = 300.0
 TTL_ATTRIBUTE = "expires_at"
 PENDING, DONE = "PENDING", "DONE"
-
-_TRANSIENT_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        # Table missing: `migrate` has not run yet; an outage, not bad data.
-        "ResourceNotFoundException",
-    }
-)
 
 
 class Claim(Enum):
@@ -56,10 +50,6 @@ class Claim(Enum):
     CLAIMED = "claimed"  # ours now: act, then complete() or release()
     DONE = "done"  # already acted on: skip
     BUSY = "busy"  # someone else holds a fresh claim: retry later
-
-
-def _code(error: botocore.exceptions.ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 class IdempotencyStore:
@@ -104,8 +94,8 @@ class IdempotencyStore:
                     ":stale": {"N": repr(now - self.claim_timeout)},
                 },
             )
-        except botocore.exceptions.ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
+        except ClientError as error:
+            if error_code(error) != CONDITION_FAILED:
                 raise
             return self._existing(key)
         return Claim.CLAIMED
@@ -151,8 +141,8 @@ class IdempotencyStore:
                     ":owner": {"S": self.owner},
                 },
             )
-        except botocore.exceptions.ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
+        except ClientError as error:
+            if error_code(error) != CONDITION_FAILED:
                 raise
 
     def status(self, key: str) -> str | None:
@@ -164,12 +154,10 @@ class IdempotencyStore:
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            return getattr(self.client, operation)(**kwargs)
-        except botocore.exceptions.ClientError as error:
-            code = _code(error)
-            if code in _TRANSIENT_CODES:
-                raise TransientError(f"idempotency table {self.table}: {code}") from error
-            raise
+            response: dict[str, Any] = getattr(self.client, operation)(**kwargs)
+        except (ClientError, *NETWORK_ERRORS) as error:
+            raise_translated(error, f"idempotency table {self.table}", SINK_TRANSIENT_CODES)
+        return response
 
 
 def create_table(client: Any, table: str) -> None:
@@ -181,8 +169,8 @@ def create_table(client: Any, table: str) -> None:
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         )
-    except botocore.exceptions.ClientError as error:
-        if _code(error) != "ResourceInUseException":
+    except ClientError as error:
+        if error_code(error) != RESOURCE_IN_USE:
             raise
     client.get_waiter("table_exists").wait(
         TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}

@@ -23,8 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import botocore.exceptions
+from botocore.exceptions import ClientError
 
+from consumer.aws_errors import NETWORK_ERRORS, SINK_TRANSIENT_CODES, raise_translated
 from consumer.errors import ConfigError, PoisonError, TransientError
 from consumer.record import ChangeRecord
 from consumer.sources.attribute_values import from_image, to_attribute_value
@@ -33,18 +34,6 @@ from projections.wrapper import WrappingProjection
 
 MAX_KEYS_PER_CALL = 100  # BatchGetItem's limit
 MAX_UNPROCESSED_ROUNDS = 8
-
-_TRANSIENT_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        # A missing source table is an outage of the read path, not a property of a record.
-        "ResourceNotFoundException",
-    }
-)
 
 KeyTuple = tuple[tuple[str, Any], ...]
 
@@ -128,12 +117,10 @@ class ImageFetcher:
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self.client.batch_get_item(RequestItems=request)
-        except botocore.exceptions.ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code in _TRANSIENT_CODES:
-                raise TransientError(f"BatchGetItem: {code}") from error
-            raise
+            response: dict[str, Any] = self.client.batch_get_item(RequestItems=request)
+        except (ClientError, *NETWORK_ERRORS) as error:
+            raise_translated(error, "BatchGetItem", SINK_TRANSIENT_CODES)
+        return response
 
 
 class ImageFetchingProjection(WrappingProjection):

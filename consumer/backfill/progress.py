@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.aws import error_code, raise_translated
+from consumer.aws_errors import RESOURCE_IN_USE, error_code, raise_translated
 from consumer.errors import ConfigError
 
 PROGRESS_KEY = "backfillKey"
@@ -55,7 +55,7 @@ class BackfillProgressStore:
             )
         except ClientError as exc:
             # Created by an earlier run, or by a concurrent one: the same outcome.
-            if error_code(exc) != "ResourceInUseException":
+            if error_code(exc) != RESOURCE_IN_USE:
                 raise_translated(exc, f"CreateTable {self.table_name}")
         self._client.get_waiter("table_exists").wait(
             TableName=self.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.aws import raise_translated
+from consumer.aws_errors import RESOURCE_NOT_FOUND, error_code, raise_translated
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from consumer.sources.attribute_values import from_image
@@ -67,7 +67,7 @@ def describe_table(client: Any, table: str) -> TableShape:
     try:
         description = client.describe_table(TableName=table)["Table"]
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        if error_code(exc) == RESOURCE_NOT_FOUND:
             raise ConfigError(f"source.table: table {table!r} does not exist") from exc
         raise_translated(exc, f"DescribeTable {table}")
     types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}

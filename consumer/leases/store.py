@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError
 
-from consumer.errors import LeaseLostError, ThrottledError, TransientError
+from consumer.aws_errors import (
+    CONDITION_FAILED,
+    NETWORK_ERRORS,
+    RESOURCE_IN_USE,
+    RESOURCE_NOT_FOUND,
+    error_code,
+    transient_error,
+)
+from consumer.errors import LeaseLostError
 from consumer.leases.lease import SENTINEL_TRIM_HORIZON, Lease
 
 # Attribute names of the KCL's lease table, so a team can switch between the KCL and us.
@@ -24,23 +26,6 @@ CHECKPOINT = "checkpoint"
 CHECKPOINT_SUB_SEQUENCE = "checkpointSubSequenceNumber"
 OWNER_SWITCHES = "ownerSwitchesSinceCheckpoint"
 PARENT_SHARD_ID = "parentShardId"
-
-_THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-    }
-)
-_SERVER_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
-_NETWORK_ERRORS = (
-    EndpointConnectionError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-)
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 class LeaseStore(Protocol):
@@ -121,24 +106,6 @@ def lease_from_item(item: dict[str, dict[str, Any]]) -> Lease:
     )
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def _classify(error: Exception) -> Exception:
-    """Map what is left after botocore's own retries to our transient errors, or keep it."""
-    if isinstance(error, _NETWORK_ERRORS):
-        return TransientError(f"lease table unreachable: {error}")
-    if isinstance(error, ClientError):
-        code = _error_code(error)
-        if code in _THROTTLING_CODES:
-            return ThrottledError(f"lease table throttled: {code}")
-        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        if code in _SERVER_CODES or status >= 500:
-            return TransientError(f"lease table error {code} ({status})")
-    return error
-
-
 class DynamoDBLeaseStore:
     """The lease table in DynamoDB through a low-level boto3 client."""
 
@@ -152,8 +119,8 @@ class DynamoDBLeaseStore:
         try:
             self._client.describe_table(TableName=self.table_name)
         except ClientError as error:
-            if _error_code(error) != "ResourceNotFoundException":
-                raise _classify(error) from error
+            if error_code(error) != RESOURCE_NOT_FOUND:
+                raise self._classify(error) from error
             self._create_table()
         self._client.get_waiter("table_exists").wait(
             TableName=self.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
@@ -169,8 +136,8 @@ class DynamoDBLeaseStore:
             )
         except ClientError as error:
             # Another replica created it between our describe and create: same outcome.
-            if _error_code(error) != "ResourceInUseException":
-                raise _classify(error) from error
+            if error_code(error) != RESOURCE_IN_USE:
+                raise self._classify(error) from error
 
     def list_leases(self) -> list[Lease]:
         """Every lease, through a paginated, strongly consistent scan."""
@@ -180,8 +147,8 @@ class DynamoDBLeaseStore:
                 TableName=self.table_name, ConsistentRead=True, PaginationConfig=pagination
             )
             return [lease_from_item(item) for page in pages for item in page.get("Items", [])]
-        except (ClientError, *_NETWORK_ERRORS) as error:
-            raise _classify(error) from error
+        except (ClientError, *NETWORK_ERRORS) as error:
+            raise self._classify(error) from error
 
     def get(self, key: str) -> Lease | None:
         """One lease, strongly consistent, or None."""
@@ -189,8 +156,8 @@ class DynamoDBLeaseStore:
             response = self._client.get_item(
                 TableName=self.table_name, Key={LEASE_KEY: {"S": key}}, ConsistentRead=True
             )
-        except (ClientError, *_NETWORK_ERRORS) as error:
-            raise _classify(error) from error
+        except (ClientError, *NETWORK_ERRORS) as error:
+            raise self._classify(error) from error
         item = response.get("Item")
         return lease_from_item(item) if item else None
 
@@ -204,11 +171,11 @@ class DynamoDBLeaseStore:
                 ExpressionAttributeNames={"#key": LEASE_KEY},
             )
         except ClientError as error:
-            if _error_code(error) == _CONDITION_FAILED:
+            if error_code(error) == CONDITION_FAILED:
                 return False
-            raise _classify(error) from error
-        except _NETWORK_ERRORS as error:
-            raise _classify(error) from error
+            raise self._classify(error) from error
+        except NETWORK_ERRORS as error:
+            raise self._classify(error) from error
         return True
 
     def renew(self, lease: Lease) -> Lease:
@@ -274,8 +241,12 @@ class DynamoDBLeaseStore:
         """Remove a lease unconditionally."""
         try:
             self._client.delete_item(TableName=self.table_name, Key={LEASE_KEY: {"S": key}})
-        except (ClientError, *_NETWORK_ERRORS) as error:
-            raise _classify(error) from error
+        except (ClientError, *NETWORK_ERRORS) as error:
+            raise self._classify(error) from error
+
+    def _classify(self, error: Exception) -> Exception:
+        """What is left after botocore's own retries: our transient error, or `error` itself."""
+        return transient_error(error, f"lease table {self.table_name}") or error
 
     @staticmethod
     def _owner_of(lease: Lease) -> str:
@@ -316,11 +287,11 @@ class DynamoDBLeaseStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:
-            if _error_code(error) != _CONDITION_FAILED:
-                raise _classify(error) from error
+            if error_code(error) != CONDITION_FAILED:
+                raise self._classify(error) from error
             return self._after_condition_failed(lease, ambiguous_ok)
-        except _NETWORK_ERRORS as error:
-            raise _classify(error) from error
+        except NETWORK_ERRORS as error:
+            raise self._classify(error) from error
         return lease_from_item(response["Attributes"])
 
     def _after_condition_failed(self, lease: Lease, ambiguous_ok: Callable[[Lease], bool]) -> Lease:

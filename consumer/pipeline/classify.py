@@ -5,47 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Literal
 
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    EndpointConnectionError,
-    HTTPClientError,
-    ReadTimeoutError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
-
+from consumer.aws_errors import NETWORK_ERRORS, is_transient
 from consumer.errors import PoisonError, TransientError
 
 Kind = Literal["transient", "poison"]
 
-# Error codes AWS uses for throttling and for failures on its side: retrying later works.
-TRANSIENT_AWS_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "LimitExceededException",
-        "TooManyRequestsException",
-        "RequestThrottled",
-        "SlowDown",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "InternalError",
-        "TransactionInProgressException",
-        "KMSThrottlingException",
-    }
-)
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     TransientError,
-    EndpointConnectionError,
-    ConnectionClosedError,
-    ReadTimeoutError,
-    # botocore's own connection errors are not the builtin ConnectionError.
-    BotoConnectionError,
-    HTTPClientError,
+    *NETWORK_ERRORS,
     ConnectionError,
     TimeoutError,
 )
@@ -73,15 +40,6 @@ def classify(exc: BaseException, extra_transient_codes: Collection[str] = ()) ->
     """
     if isinstance(exc, PoisonError):
         return "poison"
-    if isinstance(exc, TRANSIENT_TYPES):
+    if isinstance(exc, TRANSIENT_TYPES) or is_transient(exc, extra_transient_codes):
         return "transient"
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = error.get("Code")
-        if code in TRANSIENT_AWS_CODES or code in extra_transient_codes or status >= 500:
-            return "transient"
-        return "poison"
-    if _postgres_transient(exc):
-        return "transient"
-    return "poison"
+    return "transient" if _postgres_transient(exc) else "poison"

@@ -6,11 +6,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.aws import Pacer, error_code, raise_translated
+from consumer.aws import Pacer
+from consumer.aws_errors import RESOURCE_NOT_FOUND, error_code, raise_translated
 from consumer.errors import ConfigError
 from consumer.record import RawRecord
 from consumer.sources import fast_get_records
-from consumer.sources.iterator import RESOURCE_NOT_FOUND_CODE, IteratorShardReader
+from consumer.sources.iterator import IteratorShardReader
 from consumer.sources.position import StartPosition
 from consumer.sources.shard import ShardInfo
 
@@ -23,7 +24,7 @@ def stream_arn_of_table(dynamodb_client: Any, table_name: str) -> str:
     try:
         table = dynamodb_client.describe_table(TableName=table_name)["Table"]
     except ClientError as exc:
-        if error_code(exc) == RESOURCE_NOT_FOUND_CODE:
+        if error_code(exc) == RESOURCE_NOT_FOUND:
             raise ConfigError(f"source.table: table {table_name!r} does not exist") from exc
         raise_translated(exc, f"DescribeTable {table_name}")
     stream_arn = table.get("LatestStreamArn")

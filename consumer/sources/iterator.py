@@ -10,13 +10,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.aws import Pacer, error_code, raise_translated
+from consumer.aws import Pacer
+from consumer.aws_errors import RESOURCE_NOT_FOUND, error_code, raise_translated
 from consumer.errors import ExpiredIteratorError, TrimmedDataError
 from consumer.record import RawRecord
 from consumer.sources.position import StartPosition
 from consumer.sources.reader import Batch
-
-RESOURCE_NOT_FOUND_CODE = "ResourceNotFoundException"
 
 
 class IteratorShardReader:
@@ -107,7 +106,7 @@ class IteratorShardReader:
         except ClientError as exc:
             # A closed shard older than the retention period is deleted with its records:
             # from a sequence number that is data lost upstream; from a sentinel, an ended shard.
-            if error_code(exc) == RESOURCE_NOT_FOUND_CODE:
+            if error_code(exc) == RESOURCE_NOT_FOUND:
                 if start.sequence_number is not None:
                     raise TrimmedDataError(f"{what}: the shard no longer exists") from exc
                 self._confirm_stream_exists()

@@ -7,7 +7,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.aws import Pacer, raise_translated
+from consumer.aws import Pacer
+from consumer.aws_errors import raise_translated
 from consumer.errors import ConfigError
 from consumer.record import RawRecord
 from consumer.sources import fast_get_records

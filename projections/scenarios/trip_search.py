@@ -28,6 +28,7 @@ from typing import Any
 import botocore.exceptions
 import structlog
 
+from consumer.aws_errors import RESOURCE_IN_USE, error_code
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from projections.projection import Outcome, Resources
@@ -243,7 +244,7 @@ def create_table(client: Any, table: str = DEFAULT_TABLE) -> None:
         )
     except botocore.exceptions.ClientError as error:
         # Already there is what idempotent means here; anything else the operator must see.
-        if error.response.get("Error", {}).get("Code") != "ResourceInUseException":
+        if error_code(error) != RESOURCE_IN_USE:
             raise
     client.get_waiter("table_exists").wait(
         TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}

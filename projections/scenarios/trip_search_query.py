@@ -24,6 +24,7 @@ from typing import Any
 import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer
 
+from consumer.aws_errors import VALIDATION, error_code
 from projections.scenarios.trip_search import GUARD_ATTRIBUTES, STATUS_INDEX
 
 # How many items a filtered request may evaluate at once: more means fewer round trips but
@@ -70,7 +71,7 @@ def search_trips(
         try:
             page = read(**page_request)
         except botocore.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ValidationException":
+            if error_code(error) == VALIDATION:
                 raise ValueError(f"invalid search: {error}") from error
             raise
         matches = page.get("Items", [])

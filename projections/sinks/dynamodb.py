@@ -23,38 +23,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import botocore.exceptions
 import structlog
 from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
 
-from consumer.errors import PoisonError, StreamProjectorError, ThrottledError, TransientError
+from consumer.aws_errors import (
+    CONDITION_FAILED,
+    NETWORK_ERRORS,
+    SINK_TRANSIENT_CODES,
+    error_code,
+    transient_error,
+)
+from consumer.errors import PoisonError, StreamProjectorError, TransientError
 from projections.projection import Outcome
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_WORKERS = 16
-
-# Codes that say "try again later"; botocore has already retried them a few times by now.
-_THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "Throttling",
-        "TooManyRequestsException",
-    }
-)
-_TRANSIENT_CODES = frozenset(
-    {
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        # A missing table is an outage of the sink (migrate not run yet, or a region problem),
-        # not a property of one record: dead-lettering every record would be wrong.
-        "ResourceNotFoundException",
-    }
-)
-_STALE_CODE = "ConditionalCheckFailedException"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,19 +186,23 @@ class DynamoDBSink:
         """One conditional UpdateItem; False when the guard says the change is stale."""
         try:
             self.client.update_item(**self.request(update))
-        except botocore.exceptions.ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code == _STALE_CODE:
+        except (ClientError, *NETWORK_ERRORS) as error:
+            if isinstance(error, ClientError) and error_code(error) == CONDITION_FAILED:
                 return False
-            raise _classify(error, code, update) from error
-        except (
-            botocore.exceptions.ConnectionError,
-            botocore.exceptions.HTTPClientError,
-        ) as error:
-            raise TransientError(
-                f"network error writing {dict(update.key)!r} to {self.table}: {error}"
-            ) from error
+            raise self._classify(error, update) from error
         return True
+
+    def _classify(self, error: Exception, update: GuardedUpdate) -> StreamProjectorError:
+        """Throttling, 5xx, network and a missing table are transient; else the record's fault."""
+        where = f"{dict(update.key)!r} (guard {update.guard}) to {self.table}"
+        transient = transient_error(error, f"writing {where}", SINK_TRANSIENT_CODES)
+        if transient is not None:
+            return transient
+        if isinstance(error, ClientError):
+            detail = f"{error_code(error)}: {error.response.get('Error', {}).get('Message', '')}"
+        else:
+            detail = f"{type(error).__name__}: {error}"
+        return PoisonError(f"DynamoDB rejected the write of {where}: {detail}")
 
     def request(self, update: GuardedUpdate) -> dict[str, Any]:
         """The UpdateItem arguments for one update (public so benchmarks and tests can see)."""
@@ -247,17 +236,3 @@ class DynamoDBSink:
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
-
-
-def _classify(
-    error: botocore.exceptions.ClientError, code: str, update: GuardedUpdate
-) -> StreamProjectorError:
-    """Throttling, 5xx and a missing table are transient; anything else is this record's fault."""
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    where = f"{dict(update.key)!r} (guard {update.guard})"
-    if code in _THROTTLING_CODES:
-        return ThrottledError(f"throttled writing {where}: {code}")
-    if code in _TRANSIENT_CODES or status >= 500:
-        return TransientError(f"DynamoDB {code or status} writing {where}")
-    message = error.response.get("Error", {}).get("Message", "")
-    return PoisonError(f"DynamoDB rejected the write of {where}: {code}: {message}")

@@ -22,11 +22,10 @@ from typing import Any
 import botocore.exceptions
 import orjson
 
+from consumer.aws_errors import INVALID_PARAMETER_CODES, error_code
 from consumer.errors import PoisonError, TransientError
 from consumer.pipeline.classify import TRANSIENT_TYPES
 from projections.idempotency import Claim, IdempotencyStore
-
-_POISON_CODES = frozenset({"InvalidParameter", "InvalidParameterValue", "ParameterValueInvalid"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +103,8 @@ class SnsAlertSink:
         try:
             return str(self.client.publish(**request)["MessageId"])
         except botocore.exceptions.ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code", ""))
-            if code in _POISON_CODES:
+            code = error_code(error)
+            if code in INVALID_PARAMETER_CODES:
                 raise PoisonError(f"SNS refused alert {alert.alert_id}: {code}") from error
             # Throttling, a missing topic, permissions being fixed: wait it out, never drop.
             raise TransientError(f"SNS publish of {alert.alert_id}: {code}") from error

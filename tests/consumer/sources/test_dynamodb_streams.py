@@ -16,13 +16,10 @@ from consumer.record import RawRecord
 from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
 from consumer.sources.position import LATEST, TRIM_HORIZON, StartPosition
 from consumer.sources.reader import Batch
-from tests.consumer.sources.test_fast_get_records import (
-    dynamodb_table_with_stream,
-    inject_response,
-    inject_responses,
-)
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import free_port
+from tests.support.canned import inject_response, inject_responses
+from tests.support.streams import dynamodb_table_with_stream
 
 pytestmark = pytest.mark.integration
 

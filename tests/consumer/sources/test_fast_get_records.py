@@ -3,72 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
 from consumer.aws import make_client
 from consumer.sources import fast_get_records
 from tests.fixtures.aws import REGION
-from tests.support.streams import kinesis_stream
+from tests.support.canned import inject_response
+from tests.support.streams import dynamodb_table_with_stream, kinesis_stream
 
 pytestmark = pytest.mark.integration
-
-
-class _Body:
-    """The minimal raw stream AWSResponse reads its content from."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._body
-
-
-def inject_responses(
-    client: Any, operation: str, responses: list[tuple[int, dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """FAKE, for faults no emulator produces on demand (an iterator expiring after 5-15 min,
-    trimmed data, throttling, a DynamoDB Streams shard that ends or pages): the next calls of
-    `operation` get these (status, JSON body) HTTP responses, in order, instead of reaching
-    the server. Everything else about a call is real: serialization, botocore's parsers and
-    retries. Returns the intercepted request bodies."""
-    seen: list[dict[str, Any]] = []
-    service_id = client.meta.service_model.service_id.hyphenize()
-
-    def respond(request: Any, **_: Any) -> AWSResponse | None:
-        if len(seen) >= len(responses):
-            return None
-        status, body = responses[len(seen)]
-        seen.append(orjson.loads(request.body))
-        headers = {"Content-Type": "application/x-amz-json-1.0"}
-        return AWSResponse(request.url, status, headers, _Body(orjson.dumps(body)))
-
-    client.meta.events.register_first(f"before-send.{service_id}.{operation}", respond)
-    return seen
-
-
-def inject_response(
-    client: Any, operation: str, status: int, body: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """FAKE: the next call of `operation` gets this response (see inject_responses)."""
-    return inject_responses(client, operation, [(status, body)])
-
-
-def dynamodb_table_with_stream(aws_client: Callable[..., Any], name: str, view: str) -> str:
-    """Create a table keyed by pk with a stream of `view`; returns its stream ARN."""
-    table = aws_client("dynamodb").create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": view},
-    )
-    return str(table["TableDescription"]["LatestStreamArn"])
 
 
 def first_iterator(client: Any, **stream: str) -> str:

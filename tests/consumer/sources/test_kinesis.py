@@ -17,9 +17,9 @@ from consumer.record import RawRecord
 from consumer.sources.kinesis import KinesisSource
 from consumer.sources.position import LATEST, TRIM_HORIZON, StartPosition
 from consumer.sources.shard import ShardInfo
-from tests.consumer.sources.test_fast_get_records import inject_response
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import wait_until
+from tests.support.canned import inject_response
 from tests.support.streams import kinesis_stream, stream_active
 
 pytestmark = pytest.mark.integration
