@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from consumer.aws_errors import NETWORK_ERRORS, SINK_TRANSIENT_CODES, raise_translated
 from consumer.errors import ConfigError, PoisonError, TransientError
+from consumer.pipeline.retry import Backoff, retry
 from consumer.record import ChangeRecord
 from consumer.sources.attribute_values import from_image, to_attribute_value
 from projections.projection import Outcome, Projection, Resources
@@ -34,6 +36,14 @@ from projections.wrapper import WrappingProjection
 
 MAX_KEYS_PER_CALL = 100  # BatchGetItem's limit
 MAX_UNPROCESSED_ROUNDS = 8
+# AWS asks for backoff before reading UnprocessedKeys again: they come from throttling.
+UNPROCESSED_BACKOFF_BASE = 0.05
+UNPROCESSED_BACKOFF_CAP = 1.0
+
+
+class _Unprocessed(TransientError):
+    """DynamoDB returned some keys as UnprocessedKeys (it was throttled); read them again."""
+
 
 KeyTuple = tuple[tuple[str, Any], ...]
 
@@ -102,18 +112,33 @@ class ImageFetcher:
             request: dict[str, Any] = {
                 table: {"Keys": pending[start : start + MAX_KEYS_PER_CALL], "ConsistentRead": True}
             }
-            for _ in range(MAX_UNPROCESSED_ROUNDS):
-                response = self._call(request)
-                for raw in response.get("Responses", {}).get(table, []):
-                    item = from_image(raw)
-                    items[tuple(sorted((n, _hashable(item[n])) for n in names))] = item
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-            else:
-                # Throttled on every round: the shard loop backs off and retries the batch.
-                raise TransientError(f"BatchGetItem on {table}: keys still unprocessed")
+            retry(
+                partial(self._read_round, table, request, names, items),
+                backoff=Backoff(UNPROCESSED_BACKOFF_BASE, UNPROCESSED_BACKOFF_CAP),
+                retry_on=lambda error: isinstance(error, _Unprocessed),
+                attempts=MAX_UNPROCESSED_ROUNDS,
+            )
         return items
+
+    def _read_round(
+        self,
+        table: str,
+        request: dict[str, Any],
+        names: set[str],
+        items: dict[KeyTuple, dict[str, Any]],
+    ) -> None:
+        """One BatchGetItem; what DynamoDB left unprocessed stays in `request` for the next."""
+        response = self._call(request)
+        for raw in response.get("Responses", {}).get(table, []):
+            item = from_image(raw)
+            items[tuple(sorted((n, _hashable(item[n])) for n in names))] = item
+        unprocessed = response.get("UnprocessedKeys") or {}
+        request.clear()
+        request.update(unprocessed)
+        if unprocessed:
+            # Still left after the last round, this reaches the shard loop, which backs off
+            # and retries the whole batch.
+            raise _Unprocessed(f"BatchGetItem on {table}: keys still unprocessed")
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -27,7 +27,7 @@ from consumer.backfill.progress import BackfillProgressStore, SegmentProgress
 from consumer.backfill.scan import Chunk, Order, SegmentReader, TableShape
 from consumer.errors import PoisonError, TransientError
 from consumer.pipeline.classify import classify
-from consumer.pipeline.retry import Backoff, pause
+from consumer.pipeline.retry import Backoff, RetryStopped, pause, retry
 from consumer.record import ChangeRecord
 from projections.projection import Outcome, Projection
 
@@ -173,20 +173,27 @@ class Backfill:
             self._options.first_version,
             self._options.version_attribute,
         )
-        backoff = Backoff()
         saved = [state]
-        while not self._stop.is_set():
-            try:
-                state = self._read_segment(reader, saved)
-                if state.done:
-                    with self._lock:
-                        self._report.finished += 1
-                    log.info("backfill segment done", run=self._run, segment=state.segment)
-                return
-            except TransientError as error:
-                # Restart from the last saved page; what was fed since is stale when re-fed.
-                log.warning("backfill segment retrying", segment=state.segment, detail=str(error))
-                pause(self._stop, backoff.next_delay())
+
+        def retrying(error: Exception, delay: float) -> None:
+            # Restart from the last saved page; what was fed since is stale when re-fed.
+            log.warning("backfill segment retrying", segment=state.segment, detail=str(error))
+
+        if self._stop.is_set():
+            return
+        try:
+            state = retry(
+                lambda: self._read_segment(reader, saved),
+                backoff=Backoff(),
+                stop=self._stop,
+                on_retry=retrying,
+            )
+        except RetryStopped:
+            return
+        if state.done:
+            with self._lock:
+                self._report.finished += 1
+            log.info("backfill segment done", run=self._run, segment=state.segment)
 
     def _read_segment(self, reader: SegmentReader, saved: list[SegmentProgress]) -> SegmentProgress:
         """Feed chunks from the last saved page; `saved[0]` follows every save (for a retry)."""
@@ -225,24 +232,23 @@ class Backfill:
 
     def _apply(self, projection: Projection, records: list[ChangeRecord]) -> None:
         """Apply with the daemon's policy: wait out transient failures, isolate poison."""
-        backoff = Backoff()
-        while True:
-            try:
-                outcome = projection.apply(records)
-                break
-            except PoisonError:
-                if len(records) == 1:
-                    self._failed(projection, records[0])
-                    return
-                # Record by record, in order, so one bad item does not block its page.
-                for record in records:
-                    self._apply(projection, [record])
+        try:
+            outcome = retry(
+                lambda: projection.apply(records),
+                backoff=Backoff(),
+                retry_on=lambda error: classify(error) == "transient",
+                stop=self._stop,
+            )
+        except PoisonError:
+            if len(records) == 1:
+                self._failed(projection, records[0])
                 return
-            except Exception as error:  # classified: re-raised unless transient
-                if classify(error) != "transient":
-                    raise
-                if pause(self._stop, backoff.next_delay()):
-                    raise TransientError(f"stopped while {projection.name} was failing") from error
+            # Record by record, in order, so one bad item does not block its page.
+            for record in records:
+                self._apply(projection, [record])
+            return
+        except RetryStopped as stopped:
+            raise TransientError(f"stopped while {projection.name} was failing") from stopped
         with self._lock:
             self._report.outcome += outcome
 

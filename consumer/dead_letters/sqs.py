@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from consumer.config import DeadLetterSettings
 from consumer.dead_letters.letter import DeadLetter
 from consumer.errors import TransientError
-from consumer.pipeline.retry import Backoff
+from consumer.pipeline.retry import Backoff, retry
 from projections.projection import Resources
 
 log = structlog.get_logger(__name__)
@@ -35,6 +34,14 @@ RESEND_ROUNDS = 3
 # Letters this process already delivered, so a call repeated after a partial failure does not
 # send the delivered ones again (FIFO queues would drop them; standard queues would not).
 REMEMBERED = 10_000
+
+
+class _Refused(Exception):
+    """SQS accepted the call but refused some entries (their `Failed` items)."""
+
+    def __init__(self, failures: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(failures)} entries refused")
+        self.failures = failures
 
 
 def dedup_id(letter: DeadLetter) -> str:
@@ -191,11 +198,8 @@ class SqsDeadLetterSink:
 
     def _send_batch(self, batch: list[_Entry]) -> None:
         pending = {str(index): entry for index, entry in enumerate(batch)}
-        backoff = Backoff(0.05, 1.0)
-        failures: list[dict[str, Any]] = []
-        for round_ in range(RESEND_ROUNDS):
-            if round_:
-                time.sleep(backoff.next_delay())
+
+        def send() -> None:
             try:
                 response = self._sqs.send_message_batch(
                     QueueUrl=self.queue_url,
@@ -205,19 +209,31 @@ class SqsDeadLetterSink:
                 raise TransientError(f"dead letter to {self.queue_url}: {exc}") from exc
             for ok in response.get("Successful", []):
                 self._remember(pending.pop(ok["Id"]).dedup)
-            failures = response.get("Failed", [])
-            if not pending:
-                return
+            if pending:
+                raise _Refused(response.get("Failed", []))
+
+        def resending(exc: Exception, delay: float) -> None:
+            failures = exc.failures if isinstance(exc, _Refused) else []
             log.warning(
                 "some dead letters were refused; resending them",
                 refused=len(pending),
                 codes=sorted({f.get("Code", "") for f in failures}),
             )
-        first = failures[0] if failures else {}
-        raise TransientError(
-            f"dead letter to {self.queue_url}: {len(pending)} of {len(batch)} refused after "
-            f"{RESEND_ROUNDS} tries: {first.get('Code')}: {first.get('Message')}"
-        )
+
+        try:
+            retry(
+                send,
+                backoff=Backoff(0.05, 1.0),
+                retry_on=lambda exc: isinstance(exc, _Refused),
+                attempts=RESEND_ROUNDS,
+                on_retry=resending,
+            )
+        except _Refused as refused:
+            first = refused.failures[0] if refused.failures else {}
+            raise TransientError(
+                f"dead letter to {self.queue_url}: {len(pending)} of {len(batch)} refused after "
+                f"{RESEND_ROUNDS} tries: {first.get('Code')}: {first.get('Message')}"
+            ) from None
 
     def _request(self, id_: str, entry: _Entry) -> dict[str, Any]:
         request: dict[str, Any] = {

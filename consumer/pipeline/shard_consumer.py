@@ -11,12 +11,12 @@ from typing import Protocol
 
 import structlog
 
-from consumer.errors import LeaseLostError, TransientError
+from consumer.errors import LeaseLostError
 from consumer.observability.log import bind_thread
 from consumer.observability.metrics import Metrics
 from consumer.pipeline.apply import BatchAbandoned, Pipeline
 from consumer.pipeline.prefetch import FetchedBatch, Prefetcher
-from consumer.pipeline.retry import Backoff, pause
+from consumer.pipeline.retry import Backoff, RetryStopped, retry
 from consumer.sources.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
@@ -182,22 +182,22 @@ class ShardConsumer:
     def _checkpoint(self, batch: FetchedBatch) -> None:
         if batch.empty and not batch.shard_end:
             return
-        while True:
-            try:
-                if batch.shard_end:
-                    self._checkpointer.mark_shard_end(self.shard_id)
-                else:
-                    assert batch.last_sequence is not None
-                    self._checkpointer.checkpoint(
-                        self.shard_id, batch.last_sequence, batch.last_sub_sequence
-                    )
-            except TransientError as exc:
-                self._metrics.record_retry("transient")
-                delay = self._backoff.next_delay()
-                log.warning("checkpoint failed; retrying", error=str(exc), delay_seconds=delay)
-                if pause(self._abandon, delay):
-                    raise BatchAbandoned("stopped while retrying a checkpoint") from exc
-                continue
-            self._backoff.reset()
-            self._metrics.record_checkpoint(self.stream, self.shard_id)
-            return
+
+        def write() -> None:
+            if batch.shard_end:
+                self._checkpointer.mark_shard_end(self.shard_id)
+            else:
+                assert batch.last_sequence is not None
+                self._checkpointer.checkpoint(
+                    self.shard_id, batch.last_sequence, batch.last_sub_sequence
+                )
+
+        def retrying(exc: Exception, delay: float) -> None:
+            self._metrics.record_retry("transient")
+            log.warning("checkpoint failed; retrying", error=str(exc), delay_seconds=delay)
+
+        try:
+            retry(write, backoff=self._backoff, stop=self._abandon, on_retry=retrying)
+        except RetryStopped as exc:
+            raise BatchAbandoned("stopped while retrying a checkpoint") from exc.__cause__
+        self._metrics.record_checkpoint(self.stream, self.shard_id)

@@ -26,7 +26,7 @@ import structlog
 from consumer.errors import ConfigError, StreamProjectorError
 from consumer.observability.log import configure_logging
 from consumer.pipeline.apply import Pipeline
-from consumer.pipeline.retry import Backoff, pause
+from consumer.pipeline.retry import Backoff, retry
 from consumer.runtimes.event_adapters import decode_records, kinesis_stream_name, raw_from_kcl
 from consumer.runtimes.stack import ProjectionStack, build_stack, settings_from_environment
 from consumer.sources.decode import Decoder
@@ -44,6 +44,14 @@ CHECKPOINT_ATTEMPTS = 5
 
 class ProtocolError(StreamProjectorError):
     """The MultiLangDaemon sent something the protocol does not allow at this point."""
+
+
+class CheckpointRefused(StreamProjectorError):
+    """The MultiLangDaemon answered a checkpoint with an error: the KCL exception's name."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"checkpoint refused: {error}")
+        self.error = error
 
 
 class MultiLangChannel:
@@ -181,31 +189,44 @@ class KclRecordProcessor:
         """Checkpoint, retrying throttling; False if it did not happen (the next one covers it)."""
         if self._lease_lost:
             return False
-        retry = self._stack.settings.retry
-        backoff = Backoff(retry.base_seconds, retry.cap_seconds)
-        for attempt in range(1, self._checkpoint_attempts + 1):
+
+        def ask() -> None:
             error = self._channel.checkpoint(sequence_number, sub_sequence_number)
-            if error is None:
-                if sequence_number is not None:
-                    self._checkpointed = (sequence_number, sub_sequence_number or 0)
-                return True
-            if error == LEASE_LOST_ERROR:
+            if error is not None:
+                raise CheckpointRefused(error)
+
+        def retrying(exc: Exception, delay: float) -> None:
+            log.warning("checkpoint failed; retrying", error=str(exc), delay_seconds=delay)
+
+        settings = self._stack.settings.retry
+        try:
+            retry(
+                ask,
+                backoff=Backoff(settings.base_seconds, settings.cap_seconds),
+                retry_on=_retryable_checkpoint_error,
+                attempts=self._checkpoint_attempts,
+                on_retry=retrying,
+            )
+        except CheckpointRefused as refused:
+            if refused.error == LEASE_LOST_ERROR:
                 self._lease_lost = True
                 log.warning("checkpoint refused: lease lost", sequence_number=sequence_number)
                 return False
-            if error not in RETRYABLE_CHECKPOINT_ERRORS or attempt == self._checkpoint_attempts:
-                # Not checkpointing is safe: the records are applied and idempotent, so a
-                # restart from the previous checkpoint only re-applies them.
-                log.error(
-                    "checkpoint failed; leaving it to the next one",
-                    error=error,
-                    sequence_number=sequence_number,
-                    attempts=attempt,
-                )
-                return False
-            log.warning("checkpoint failed; retrying", error=error, attempt=attempt)
-            pause(self._abandon, backoff.next_delay())
-        return False
+            # Not checkpointing is safe: the records are applied and idempotent, so a restart
+            # from the previous checkpoint only re-applies them.
+            log.error(
+                "checkpoint failed; leaving it to the next one",
+                error=refused.error,
+                sequence_number=sequence_number,
+            )
+            return False
+        if sequence_number is not None:
+            self._checkpointed = (sequence_number, sub_sequence_number or 0)
+        return True
+
+
+def _retryable_checkpoint_error(exc: Exception) -> bool:
+    return isinstance(exc, CheckpointRefused) and exc.error in RETRYABLE_CHECKPOINT_ERRORS
 
 
 def _protocol_stdout() -> TextIO:
