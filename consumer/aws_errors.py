@@ -56,6 +56,39 @@ INVALID_PARAMETER_CODES = frozenset(
 EXPIRED_ITERATOR = "ExpiredIteratorException"
 TRIMMED_DATA = "TrimmedDataAccessException"
 
+# What the configuration names does not exist, or we may not use it: the command line's error
+# path (consumer/cli/failures.py) names the resource and the fix.
+NOT_FOUND_CODES = frozenset(
+    {
+        RESOURCE_NOT_FOUND,
+        "AWS.SimpleQueueService.NonExistentQueue",  # SQS (query protocol)
+        "QueueDoesNotExist",  # SQS (JSON protocol)
+        "NoSuchBucket",  # S3
+        "NotFound",  # SNS: topic
+        "NotFoundException",
+    }
+)
+# A stream's identifier is malformed (an ARN of the wrong shape, a name with bad characters).
+INVALID_NAME_CODES = frozenset({VALIDATION, "InvalidArgumentException"})
+ACCESS_DENIED_CODES = frozenset(
+    {"AccessDeniedException", "AccessDenied", "AuthorizationError", "AuthorizationErrorException"}
+)
+# The credentials themselves are wrong, unknown or expired.
+CREDENTIALS_REFUSED_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "InvalidAccessKeyId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidToken",
+    }
+)
+
 # For a table a projection reads or writes, a missing table is an outage of that sink (migrate
 # not run yet, a region problem), not a property of one record: dead-lettering every record
 # would be wrong. Sinks pass this as `extra_codes`.

@@ -7,18 +7,25 @@ environment, apart from boto3 itself (credentials, region, AWS_ENDPOINT_URL).
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import tomllib
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.errors import ConfigError
+from consumer.observability.redact import (
+    is_secret_name,
+    redact,
+    register_environment_secrets,
+    register_named,
+)
 
 ENV_PREFIX = "STREAM_PROJECTOR_"
 ENV_DELIMITER = "__"
@@ -199,13 +206,38 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         location = tuple(part for part in item["loc"] if part != "class_")
         path = ".".join(str(part) for part in location) or "(file)"
+        if item["type"] == "extra_forbidden":
+            # The key is the mistake; its value (maybe a DSN with a password) is irrelevant.
+            lines.append(f"{path}: unknown setting{_suggestion(location)}")
+            continue
         value = item.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        secret = bool(location) and is_secret_name(str(location[-1]))
+        shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
         # A cross-field rule names its fields in the message; an env hint would mislead there.
         leaf = location and item["type"] != "value_error"
         hint = f" [env {env_name(location)}]" if leaf else ""
         lines.append(f"{path}: {item['msg']}{shown}{hint}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return redact("invalid configuration: " + "; ".join(lines))
+
+
+def _suggestion(location: tuple[int | str, ...]) -> str:
+    """ "; did you mean x.y?" for a misspelled key, from the keys its table accepts."""
+    model: type[BaseModel] = Settings
+    for part in location[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if get_origin(annotation) is list:
+            annotation = get_args(annotation)[0]
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    known = [field.alias or name for name, field in model.model_fields.items()]
+    close = difflib.get_close_matches(str(location[-1]), known, n=1)
+    if not close:
+        return f"; expected one of {', '.join(sorted(known))}"
+    return "; did you mean " + ".".join([*map(str, location[:-1]), close[0]]) + "?"
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -224,13 +256,28 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
 
     `overrides` replace whole top-level keys or update tables (the demo and tests use them).
     """
+    register_environment_secrets(os.environ)
     data: dict[str, Any] = read_toml(path) if path is not None else {}
     for key, value in overrides.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     database_url = os.environ.get("DATABASE_URL")
     if database_url and not data.get("postgres", {}).get("dsn"):
         data["postgres"] = {**data.get("postgres", {}), "dsn": database_url}
+    _register_secrets(data)
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def _register_secrets(data: Any, key: str = "") -> None:
+    """Register every secret of the raw settings for redaction, before anything can print it:
+    values of secret-named keys, and the password of every URL (a DSN under any key)."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            _register_secrets(value, str(name))
+    elif isinstance(data, list):
+        for value in data:
+            _register_secrets(value, key)
+    elif isinstance(data, str):
+        register_named(key, data)

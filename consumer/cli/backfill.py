@@ -16,8 +16,9 @@ from consumer.backfill.handoff import DEFAULT_TIP_PAGES, HandoffPoint, record_ha
 from consumer.backfill.progress import BackfillProgressStore, run_name
 from consumer.backfill.runner import Backfill, BackfillOptions, BackfillReport, ChunkHook
 from consumer.backfill.scan import TableShape, describe_table
+from consumer.cli.options import config_option, log_level_option
 from consumer.config import Settings, load_settings
-from consumer.errors import ConfigError, StreamProjectorError
+from consumer.errors import ConfigError
 from consumer.leases.store import DynamoDBLeaseStore
 from consumer.resources import SharedResources
 from consumer.runtimes.projection_loader import load_projections
@@ -33,14 +34,7 @@ def progress_table(settings: Settings) -> str:
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="STREAM_PROJECTOR_CONFIG",
-    required=True,
-    help="TOML settings file (the daemon's).",
-)
+@config_option
 @click.option(
     "--projection", "projection_name", metavar="NAME", help="Only this projection (default: all)."
 )
@@ -74,7 +68,7 @@ def progress_table(settings: Settings) -> str:
     help="Do not record the stream position (no stream to hand off to).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--log-level", default="WARNING", show_default=True)
+@log_level_option("WARNING")
 def backfill(
     config_path: Path,
     projection_name: str | None,
@@ -97,10 +91,7 @@ def backfill(
     """
     from consumer.observability.log import configure_logging
 
-    try:
-        settings = load_settings(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = load_settings(config_path)
     configure_logging(settings.application, settings.resolved_worker_id, log_level)
     stop = threading.Event()
     received: list[int] = []
@@ -131,8 +122,6 @@ def backfill(
             stop=stop,
             show_progress=True,
         )
-    except (ConfigError, StreamProjectorError) as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     finally:
         resources.close()
     click.echo(_summary(report, handoff, as_json))

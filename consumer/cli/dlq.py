@@ -8,19 +8,11 @@ from typing import Any
 import click
 import orjson
 
+from consumer.cli.options import config_option
 from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError
 
 SAMPLE_RECORD_CHARS = 2000
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="STREAM_PROJECTOR_CONFIG",
-    required=True,
-    help="TOML settings file (the daemon's); [dead_letter] names the queue and bucket.",
-)
 
 
 def _settings(config_path: Path) -> Settings:

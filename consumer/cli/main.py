@@ -9,28 +9,14 @@ from typing import Any
 
 import click
 
+from consumer.cli.failures import DEBUG_ENV, ReportingGroup
+from consumer.cli.options import config_option, log_level_option
 from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError
 
-CONFIG_HELP = (
-    "TOML settings file. Every setting can also come from the environment as "
-    "STREAM_PROJECTOR_<SECTION>__<KEY>."
-)
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="STREAM_PROJECTOR_CONFIG",
-    required=True,
-    help=CONFIG_HELP,
-)
-
 
 def _settings(config_path: Path) -> Settings:
-    try:
-        return load_settings(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_settings(config_path)
 
 
 def _setup_logging(settings: Settings, level: str) -> None:
@@ -39,25 +25,38 @@ def _setup_logging(settings: Settings, level: str) -> None:
     configure_logging(settings.application, settings.resolved_worker_id, level)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="stream-projector")
-def main() -> None:
-    """Read DynamoDB Streams and Kinesis shard by shard and keep read models up to date."""
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar=DEBUG_ENV,
+    help=f"Show the traceback of a failure instead of one line (or {DEBUG_ENV}=1).",
+)
+def main(debug: bool) -> None:
+    """Read DynamoDB Streams and Kinesis shard by shard and keep read models up to date.
+
+    Exit codes: 0 done, 1 a failure the message explains (a setting, a resource, a service
+    that does not answer), 2 a usage error, 70 an unexpected error (a bug: run again with
+    --debug).
+    """
+    from consumer.observability.log import configure_logging
+
+    # Until a command configures its own: warnings of any library as JSON on stderr, so the
+    # output of `status --json` or `search` stays clean and nothing is plain text.
+    configure_logging(level="WARNING", stream=sys.stderr)
 
 
 @main.command()
 @config_option
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING.")
+@log_level_option("INFO")
 def run(config_path: Path, log_level: str) -> None:
     """Run the daemon until SIGTERM/SIGINT, then stop gracefully and release leases."""
     from consumer.runtimes.daemon import build_daemon, install_signal_handlers, run_daemon
 
     settings = _settings(config_path)
     _setup_logging(settings, log_level)
-    try:
-        daemon = build_daemon(settings)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    daemon = build_daemon(settings)
     stop = threading.Event()
     install_signal_handlers(stop)
     sys.exit(run_daemon(daemon, stop))
@@ -70,7 +69,7 @@ def run(config_path: Path, log_level: str) -> None:
     default=None,
     help="Use this emulator (moto, LocalStack) instead of starting moto in-process.",
 )
-@click.option("--log-level", default="WARNING", show_default=True)
+@log_level_option("WARNING")
 def demo(seed_only: bool, endpoint_url: str | None, log_level: str) -> None:
     """Trip-search saga of seed 001 end to end on an embedded moto server; exits 0."""
     from consumer.demo import trip_saga as demo_
@@ -134,6 +133,8 @@ def migrate(config_path: Path) -> None:
     resources = SharedResources(settings.aws, settings.postgres)
     try:
         projections = load_projections(settings.projections, resources)
+        # Fail in seconds with the reason, not after the pool's 30 s timeout.
+        resources.check_postgres()
         for projection in projections:
             migrate_ = getattr(projection, "migrate", None)
             if migrate_ is None:
@@ -141,8 +142,6 @@ def migrate(config_path: Path) -> None:
                 continue
             migrate_()
             click.echo(f"{projection.name}: migrated")
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
     finally:
         resources.close()
 
@@ -178,7 +177,9 @@ def search_trips_command(
 ) -> None:
     """Search TripSearchTable by status, departure range and hotel-name prefix, paginated."""
     import orjson
+    from botocore.exceptions import ClientError
 
+    from consumer.aws_errors import NOT_FOUND_CODES, error_code
     from consumer.resources import SharedResources
     from projections.scenarios.trip_search_query import search_trips
 
@@ -198,6 +199,13 @@ def search_trips_command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    except ClientError as exc:
+        if error_code(exc) not in NOT_FOUND_CODES:
+            raise
+        raise ConfigError(
+            f"projections.{projection}.settings.table: table {table!r} does not exist; "
+            "create it with `stream-projector migrate`"
+        ) from exc
     body = {"trips": items, "count": len(items), "next_token": token}
     click.echo(orjson.dumps(body, default=str, option=orjson.OPT_INDENT_2).decode())
 
@@ -206,7 +214,7 @@ def _projection_setting(settings: Settings, name: str, key: str, default: Any) -
     for entry in settings.projections:
         if entry.name == name:
             return entry.settings.get(key, default)
-    raise click.ClickException(f"projections: no projection named {name!r} in the config")
+    raise ConfigError(f"--projection: no projection named {name!r} in the config")
 
 
 def _register_subcommands() -> None:

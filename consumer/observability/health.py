@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 
+from consumer.errors import ConfigError
 from consumer.observability.metrics import Metrics
 
 Readiness = Callable[[], tuple[bool, str]]
@@ -70,6 +72,24 @@ class _ReadinessCheck:
         done.set()
 
 
+def bind_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """The ConfigError for a port that cannot be bound, naming http.port or http.host."""
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"http.port: {host}:{port} is already in use; set http.port "
+            "[env STREAM_PROJECTOR_HTTP__PORT] to a free port, or stop the other process"
+        )
+    if exc.errno == errno.EACCES:
+        return ConfigError(
+            f"http.port: not allowed to listen on {host}:{port} (ports below 1024 need "
+            "privileges); choose a port above 1023 [env STREAM_PROJECTOR_HTTP__PORT]"
+        )
+    return ConfigError(
+        f"http.host: cannot listen on {host}:{port}: {exc.strerror}; set http.host to an "
+        "address of this host, or 0.0.0.0 [env STREAM_PROJECTOR_HTTP__HOST]"
+    )
+
+
 class HealthServer:
     """Serves /metrics, /healthz and /readyz from a daemon thread on one port."""
 
@@ -95,7 +115,10 @@ class HealthServer:
     def start(self) -> None:
         """Bind and serve in a daemon thread; with port 0, `.port` becomes the bound port."""
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        try:
+            self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        except OSError as exc:
+            raise bind_error(self.host, self.port, exc) from exc
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         # A short poll interval lets stop() return promptly on shutdown.

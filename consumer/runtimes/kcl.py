@@ -23,7 +23,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from consumer.errors import ConfigError, StreamProjectorError
+from consumer.cli.failures import debug_from_environment, run_reporting
+from consumer.errors import StreamProjectorError
 from consumer.observability.log import configure_logging
 from consumer.pipeline.apply import Pipeline
 from consumer.pipeline.retry import Backoff, retry
@@ -239,15 +240,21 @@ def _protocol_stdout() -> TextIO:
 
 
 def main() -> int:
-    """Run by the MultiLangDaemon, one process per shard; TOML path in STREAM_PROJECTOR_CONFIG."""
+    """Run by the MultiLangDaemon, one process per shard; TOML path in STREAM_PROJECTOR_CONFIG.
+
+    A failure is one line on stderr (the KCL copies it into its log) and a non-zero exit;
+    STREAM_PROJECTOR_DEBUG=1 shows the traceback instead.
+    """
     protocol = _protocol_stdout()
-    try:
-        settings = settings_from_environment(os.environ)
-        configure_logging(settings.application, settings.resolved_worker_id)
-        stack = build_stack(settings)
-    except ConfigError as exc:
-        print(f"stream-projector kcl: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting(
+        lambda: _serve(protocol), debug=debug_from_environment(), name="stream-projector kcl"
+    )
+
+
+def _serve(protocol: TextIO) -> int:
+    settings = settings_from_environment(os.environ)
+    configure_logging(settings.application, settings.resolved_worker_id)
+    stack = build_stack(settings)
     try:
         KclRecordProcessor(stack, MultiLangChannel(sys.stdin, protocol)).run()
     finally:
