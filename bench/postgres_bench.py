@@ -3,7 +3,8 @@
 (A) One guarded INSERT ... ON CONFLICT DO UPDATE per record on an autocommit connection: the
     Lambda projector of the tutorials (one Exec per event, each its own transaction).
 (B) projections.sinks.postgres: one transaction per batch, each batch one guarded upsert,
-    shipped three ways (unnest arrays, executemany in pipeline mode, COPY + INSERT SELECT).
+    shipped three ways (unnest arrays in binary, executemany in pipeline mode, COPY + INSERT
+    SELECT), and unnest with text parameters (what the sink sent before) for comparison.
 (C) The whole shop projection (ShopProjection.apply: parse, load versions, compute, write) on
     stock events, as records/s.
 
@@ -12,6 +13,7 @@ inserts and the rest guarded updates (version 1..4 per key). The final tables ar
 and must be identical. The client pins itself to one CPU; the server it starts runs beside it.
 
     python -m bench postgres     # --rows N --batch B --baseline-rows N --fast --dsn DSN --json
+    python -m bench postgres --profile   # cProfile (client CPU) of the batched sides instead
 
 By default the server it starts commits durably (fsync, synchronous_commit on), as a
 production server does; --fast turns both off, as the tests do.
@@ -20,11 +22,14 @@ production server does; --fast turns both off, as the tests do.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,14 +49,17 @@ COLUMNS = (
     ("body", "jsonb"),
     ("updated_at", "timestamptz"),
 )
-UPSERT = GuardedUpsert(TABLE, COLUMNS, ("id",), guard="t.version < EXCLUDED.version")
+UPSERT = GuardedUpsert(
+    TABLE, COLUMNS, ("id",), guard="t.version < EXCLUDED.version", position="version"
+)
+TEXT_UPSERT = replace(UPSERT, binary=False)
 T0 = datetime(2025, 4, 1, tzinfo=UTC)
 Row = tuple[Any, ...]
 
 
 def make_rows(count: int) -> list[Row]:
-    """`count` rows over count/4 keys, versions 1..4 per key, keys distinct in any run of
-    count/4 consecutive rows (so a batch never updates one row twice)."""
+    """`count` rows over count/4 keys, versions 1..4 per key (a key repeats every count/4
+    rows, so a batch larger than that coalesces)."""
     keys = max(1, count // 4)
     return [
         (
@@ -96,14 +104,16 @@ def per_record(dsn: str, rows: list[Row], batch: int) -> None:
             conn.execute(statement, row)
 
 
-def batched(strategy: Strategy) -> Callable[[str, list[Row], int], None]:
+def batched(
+    strategy: Strategy, upsert: GuardedUpsert = UPSERT
+) -> Callable[[str, list[Row], int], None]:
     """(B) One transaction and one guarded upsert per batch."""
 
     def run(dsn: str, rows: list[Row], batch: int) -> None:
         with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
             for start in range(0, len(rows), batch):
                 with batch_transaction(pool) as conn:
-                    UPSERT.execute(conn, rows[start : start + batch], strategy)
+                    upsert.execute(conn, rows[start : start + batch], strategy)
 
     return run
 
@@ -168,6 +178,22 @@ def measure(
     return wall, cpu, table_state(dsn)
 
 
+def profile_sides(dsn: str, count: int, batch: int, top: int = 8) -> None:
+    """cProfile each B side once and print its `top` functions by own time (client only)."""
+    rows = make_rows(count)
+    for name, strategy, upsert in (
+        ("unnest, text parameters", Strategy.UNNEST, TEXT_UPSERT),
+        ("unnest, binary parameters", Strategy.UNNEST, UPSERT),
+        ("copy", Strategy.COPY, UPSERT),
+    ):
+        reset(dsn)
+        profiler = cProfile.Profile(time.process_time)  # CPU, not the wait for the server
+        profiler.runcall(batched(strategy, upsert), dsn, rows, batch)
+        stats = pstats.Stats(profiler)
+        print(f"== B batched {name}: {stats.total_tt:.3f} client CPU s for {count} rows")
+        stats.sort_stats("tottime").print_stats(top)
+
+
 def run_bench(dsn: str, count: int, batch: int, baseline_rows: int) -> dict[str, Any]:
     """All sides on the same rows; the baseline on a prefix when asked (it is slow).
 
@@ -182,13 +208,15 @@ def run_bench(dsn: str, count: int, batch: int, baseline_rows: int) -> dict[str,
     results["sides"]["A per-record autocommit"] = {
         "rows": len(base_rows), "seconds": wall, "client_cpu": cpu,
     }  # fmt: skip
-    for strategy in Strategy:
-        wall, cpu, state = measure(dsn, batched(strategy), rows, batch)
+    sides = {
+        "B batched unnest, text parameters": batched(Strategy.UNNEST, TEXT_UPSERT),
+        **{f"B batched {s.value}": batched(s) for s in Strategy},
+    }
+    for name, run in sides.items():
+        wall, cpu, state = measure(dsn, run, rows, batch)
         if not baseline_rows or baseline_rows >= count:
-            assert state == base_state, f"{strategy} left a different table than per-record"
-        results["sides"][f"B batched {strategy.value}"] = {
-            "rows": count, "seconds": wall, "client_cpu": cpu,
-        }  # fmt: skip
+            assert state == base_state, f"{name} left a different table than per-record"
+        results["sides"][name] = {"rows": count, "seconds": wall, "client_cpu": cpu}
     records = stock_records(count)
     for strategy in Strategy:
         wall = shop_projection(dsn, records, batch, strategy)
@@ -204,12 +232,15 @@ def run_bench(dsn: str, count: int, batch: int, baseline_rows: int) -> dict[str,
 def print_table(results: dict[str, Any], note: str) -> None:
     """The results as a Markdown table."""
     print(f"{results['rows']} rows, batches of {results['batch']}; {note}")
-    print("| side | rows | rows/s | client CPU s | vs A |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| side | rows | rows/s | client CPU s | client CPU us/row | vs A |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, side in results["sides"].items():
-        cpu = f"{side['client_cpu']:.2f}" if "client_cpu" in side else "-"
+        cpu, per_row = "-", "-"
+        if "client_cpu" in side:
+            cpu = f"{side['client_cpu']:.2f}"
+            per_row = f"{side['client_cpu'] / side['rows'] * 1e6:.1f}"
         print(
-            f"| {name} | {side['rows']} | {side['rows_per_s']:,.0f} | {cpu} | "
+            f"| {name} | {side['rows']} | {side['rows_per_s']:,.0f} | {cpu} | {per_row} | "
             f"{side['ratio']:.1f}x |"
         )
 
@@ -232,9 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start the server with fsync and synchronous_commit off (as the tests do)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing, cProfile the batched sides (client CPU) and print the top",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
-    if args.batch > max(1, args.rows // 4):
-        parser.error("--batch must be at most --rows / 4 (a batch updates each key once)")
     note = pin_to_one_cpu()
     server = None
     dsn = args.dsn or os.environ.get("DATABASE_URL")
@@ -246,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         dsn = server.dsn
         note += ", server fsync and synchronous_commit " + ("off" if args.fast else "on")
     try:
+        if args.profile:
+            profile_sides(dsn, args.rows, args.batch)
+            return 0
         results = run_bench(dsn, args.rows, args.batch, args.baseline_rows)
     finally:
         if server is not None:

@@ -3,18 +3,23 @@
 A `GuardedUpsert` writes many rows with one `INSERT ... ON CONFLICT (key) DO UPDATE SET ...
 WHERE <guard>`: the guard (e.g. `t.version < EXCLUDED.version`) is evaluated by PostgreSQL on
 the row as committed, so a stale or concurrent write is refused by the database itself and
-shows as a lower affected-row count, never as an error (docs/design.md invariant 4).
+shows as a lower affected-row count, never as an error (docs/design.md, invariant 4).
+
+PostgreSQL refuses to touch one row twice in a statement, so rows that share a key are first
+coalesced to the newest one (the greatest `position`, else the later row): what applying them
+one by one would leave, in one row.
 
 Three ways to ship the rows, measured side by side by `python -m bench postgres`
 (docs/benchmarks.md):
-- `unnest` (default): one statement whose parameters are one array per column; one round trip
-  whatever the batch size, and it pipelines with the other statements of a batch. Measured
-  the fastest for the shop projection, which writes several tables per batch.
+- `unnest` (default): one statement whose parameters are one array per column, in binary
+  format; one round trip whatever the batch size, and it pipelines with the other statements
+  of a batch. Text arrays would cost about ten times the client CPU: psycopg quotes and
+  escapes every element in Python, while the binary dumpers are C.
 - `executemany`: one statement per row in psycopg's pipeline mode (no round trip per row, but
   one execute per row on the server); the slowest of the three.
-- `copy`: COPY into a session temp table, then INSERT ... SELECT. The fastest for one big
-  table (about 1.5x unnest, a fifth of its client CPU) but COPY cannot join a pipeline, so
-  a multi-table batch pays a round trip per statement.
+- `copy`: binary COPY into a session temp table, then the same guarded INSERT ... SELECT, in
+  the caller's transaction. About as cheap on the client as `unnest`, but COPY cannot join a
+  pipeline, so a multi-table batch pays a round trip per statement.
 
 Errors become the classes the shard loop understands: the server or network failing
 (OperationalError, which covers serialization failures, deadlocks, admin shutdown and pool
@@ -24,14 +29,16 @@ PoisonError.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.adapt import PyFormat
 from psycopg_pool import ConnectionPool
 
 from consumer.errors import PoisonError, TransientError
@@ -80,8 +87,13 @@ class GuardedUpsert:
 
     `columns` are (name, SQL type) pairs in row order; `update` maps a column to the SQL
     expression it is set to on conflict (default: `EXCLUDED.<column>` for every non-key
-    column). The target row is aliased `t` in `update` and `guard`. Rows in one call must
-    have distinct keys: PostgreSQL refuses to update one row twice in a statement.
+    column). The target row is aliased `t` in `update` and `guard`.
+
+    Rows that share a key are coalesced to one: the one with the greatest `position` (the
+    column the guard orders changes by, e.g. `version`), else the later row. `coalesce=False`
+    keeps every row, and PostgreSQL then refuses a key twice: for an `update` that accumulates
+    (deltas) or a compare-and-set guard, where dropping a row would lose a change.
+    `binary=False` ships text parameters (kept for the benchmark's comparison).
     """
 
     table: str
@@ -90,9 +102,46 @@ class GuardedUpsert:
     schema: str = "public"
     update: Mapping[str, str] | None = None
     guard: str | None = None
+    position: str | None = None
+    coalesce: bool = True
+    binary: bool = True
+    _key_of: Callable[[Sequence[Any]], Any] = field(init=False, repr=False, compare=False)
+    _position_index: int | None = field(init=False, repr=False, compare=False)
     _statements: dict[Strategy, sql.Composed] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+
+    def __post_init__(self) -> None:
+        names = [name for name, _ in self.columns]
+        unknown = [c for c in (*self.key, self.position) if c is not None and c not in names]
+        if unknown or not self.key:
+            raise ValueError(f"GuardedUpsert {self.table}: key/position not in columns: {unknown}")
+        # Frozen: the cached helpers are set once, here.
+        key_of = itemgetter(*(names.index(k) for k in self.key))
+        object.__setattr__(self, "_key_of", key_of)
+        position = None if self.position is None else names.index(self.position)
+        object.__setattr__(self, "_position_index", position)
+
+    def newest_per_key(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+        """One row per key, the newest (see the class docstring); `rows` itself when no key
+        repeats, which is the common case."""
+        key_of, at = self._key_of, self._position_index
+        newest: dict[Any, Sequence[Any]] = {}
+        if at is None:
+            for row in rows:
+                newest[key_of(row)] = row
+        else:
+            for row in rows:
+                key = key_of(row)
+                held = newest.get(key)
+                # A missing position is older than any; a tie keeps the later row.
+                if (
+                    held is None
+                    or held[at] is None
+                    or (row[at] is not None and row[at] >= held[at])
+                ):
+                    newest[key] = row
+        return rows if len(newest) == len(rows) else list(newest.values())
 
     def execute(
         self,
@@ -102,14 +151,24 @@ class GuardedUpsert:
     ) -> psycopg.Cursor[Any] | None:
         """Send the rows; return the cursor (its rowcount is rows inserted or updated).
 
-        In pipeline mode rowcount is known only after the pipeline syncs.
+        Rows dropped as older duplicates are not counted, so `len(rows) - rowcount` counts
+        them with the stale ones. In pipeline mode rowcount is known only after the sync.
         """
         if not rows:
             return None
+        if self.coalesce:
+            rows = self.newest_per_key(rows)
         cur = conn.cursor()
         if strategy is Strategy.UNNEST:
             arrays = [list(column) for column in zip(*rows, strict=True)]
-            cur.execute(self._statement(strategy), arrays)
+            try:
+                cur.execute(self._statement(strategy), arrays)
+            except psycopg.DataError as exc:
+                # Raised while dumping, before anything was sent (no SQLSTATE): an array
+                # mixing Python types (int and Decimal from one DynamoDB Number attribute).
+                if exc.sqlstate is not None or not _as_text_where_mixed(arrays):
+                    raise
+                cur.execute(self._statement(strategy), arrays)
         elif strategy is Strategy.EXECUTEMANY:
             cur.executemany(self._statement(strategy), rows)
         else:
@@ -117,48 +176,57 @@ class GuardedUpsert:
         return cur
 
     def _copy(self, cur: psycopg.Cursor[Any], rows: Sequence[Sequence[Any]]) -> None:
-        stage = sql.Identifier(f"_stage_{self.table}")
+        stage = sql.Identifier(self._stage_name)
         # A session temp table outlives the transaction, so the catalog is not churned per
-        # batch; ON COMMIT DELETE ROWS empties it at each commit.
+        # batch; ON COMMIT DELETE ROWS empties it at commit, TRUNCATE before a second use in
+        # one transaction. Both in one round trip (no parameters: one simple query).
         cur.execute(
-            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
-                stage,
-                sql.SQL(", ").join(
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {stage} ({columns}) ON COMMIT DELETE ROWS; "
+                "TRUNCATE {stage}"
+            ).format(
+                stage=stage,
+                columns=sql.SQL(", ").join(
                     sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(sql_type))
                     for name, sql_type in self.columns
                 ),
             )
         )
-        cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+        # Text COPY: the server parses each value as its column's type, so a row may carry
+        # any value whose text PostgreSQL accepts (as with the array casts of `unnest`);
+        # psycopg's row writer is C either way.
         names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in self.columns)
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, names)) as copy:
             for row in rows:
                 copy.write_row(row)
         cur.execute(self._statement(Strategy.COPY))
 
+    @property
+    def _stage_name(self) -> str:
+        return f"_stage_{self.schema}_{self.table}"[:63]
+
     def _statement(self, strategy: Strategy) -> sql.Composed:
         cached = self._statements.get(strategy)
         if cached is not None:
             return cached
         names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in self.columns)
+        placeholder = sql.Placeholder(format=PyFormat.BINARY if self.binary else PyFormat.AUTO)
         if strategy is Strategy.UNNEST:
             source = sql.SQL("SELECT * FROM unnest({})").format(
                 sql.SQL(", ").join(
-                    sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(sql_type))
+                    sql.SQL("{}::{}[]").format(placeholder, sql.SQL(sql_type))
                     for _, sql_type in self.columns
                 )
             )
         elif strategy is Strategy.EXECUTEMANY:
             source = sql.SQL("VALUES ({})").format(
                 sql.SQL(", ").join(
-                    sql.SQL("{}::{}").format(sql.Placeholder(), sql.SQL(sql_type))
+                    sql.SQL("{}::{}").format(placeholder, sql.SQL(sql_type))
                     for _, sql_type in self.columns
                 )
             )
         else:
-            source = sql.SQL("SELECT {} FROM {}").format(
-                names, sql.Identifier(f"_stage_{self.table}")
-            )
+            source = sql.SQL("SELECT {} FROM {}").format(names, sql.Identifier(self._stage_name))
         update = self.update or {
             name: f"EXCLUDED.{name}" for name, _ in self.columns if name not in self.key
         }
@@ -178,6 +246,17 @@ class GuardedUpsert:
             statement = statement + sql.SQL(" WHERE ") + sql.SQL(self.guard)
         self._statements[strategy] = statement
         return statement
+
+
+def _as_text_where_mixed(arrays: list[list[Any]]) -> bool:
+    """Turn each array that mixes Python types into text (the server casts it back, as it
+    parses any text parameter); return whether any was changed."""
+    changed = False
+    for values in arrays:
+        if len({type(v) for v in values if v is not None}) > 1:
+            values[:] = [None if v is None else str(v) for v in values]
+            changed = True
+    return changed
 
 
 def delete_keys(

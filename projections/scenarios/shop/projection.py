@@ -104,6 +104,8 @@ class ShopProjection:
             ("aggregate_id",),
             schema=t.schema,
             guard="t.version = EXCLUDED.base_version",
+            # A compare-and-set: rows of one aggregate are steps, none may be dropped.
+            coalesce=False,
         )
         self._products = GuardedUpsert(
             t.products,
@@ -147,6 +149,8 @@ class ShopProjection:
                 "reserved": "t.reserved + EXCLUDED.reserved",
                 "updated_at": "GREATEST(t.updated_at, EXCLUDED.updated_at)",
             },
+            # Deltas: every row counts, none may be coalesced away.
+            coalesce=False,
         )
 
     @classmethod

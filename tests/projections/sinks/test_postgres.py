@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -30,6 +32,7 @@ DOCS = GuardedUpsert(
     (("id", "text"), ("version", "bigint"), ("body", "jsonb"), ("at", "timestamptz")),
     ("id",),
     guard="t.version < EXCLUDED.version",
+    position="version",
 )
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -65,6 +68,79 @@ def test_upsert_inserts_updates_newer_and_refuses_stale_rows(
         cur = DOCS.execute(conn, [("a", 2, '{"v": "again"}', T0)], strategy)
         assert cur is not None and cur.rowcount == 0
     assert rows(pool) == [("a", 2, {"v": 2}, T0), ("b", 5, {"v": 5}, T0)]
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_a_key_twice_in_one_statement_writes_its_newest_row(
+    pool: ConnectionPool, strategy: Strategy
+) -> None:
+    with batch_transaction(pool) as conn:
+        DOCS.execute(conn, [("b", 5, '{"v": 5}', T0)], strategy)
+    with batch_transaction(pool) as conn:
+        # Out of order on purpose: the greatest version wins, not the last row.
+        batch = [
+            ("a", 2, '{"v": 2}', T0),
+            ("a", 3, '{"v": 3}', T0),
+            ("b", 4, '{"v": 4}', T0),
+            ("a", 1, '{"v": 1}', T0),
+            ("b", 3, '{"v": 3}', T0),
+        ]
+        cur = DOCS.execute(conn, batch, strategy)
+        # One row written (a at 3); b's two changes are older than the stored 5: stale.
+        assert cur is not None and cur.rowcount == 1
+    assert rows(pool) == [("a", 3, {"v": 3}, T0), ("b", 5, {"v": 5}, T0)]
+
+
+def test_without_a_position_the_later_row_of_a_key_wins(pool: ConnectionPool) -> None:
+    unordered = replace(DOCS, guard=None, position=None)
+    with batch_transaction(pool) as conn:
+        cur = unordered.execute(conn, [("a", 2, '"first"', None), ("a", 1, '"later"', None)])
+        assert cur is not None and cur.rowcount == 1
+    assert rows(pool) == [("a", 1, "later", None)]
+
+
+def test_coalescing_off_leaves_a_repeated_key_to_postgresql(pool: ConnectionPool) -> None:
+    # For accumulating updates (deltas) every row counts: the statement must fail, not
+    # silently drop one.
+    deltas = replace(DOCS, update={"version": "t.version + EXCLUDED.version"}, coalesce=False)
+    with pytest.raises(psycopg.errors.CardinalityViolation), batch_transaction(pool) as conn:
+        deltas.execute(conn, [("a", 1, "{}", None), ("a", 1, "{}", None)])
+    assert rows(pool) == []
+
+
+def test_text_parameters_write_what_binary_ones_do(pool: ConnectionPool) -> None:
+    text = replace(DOCS, binary=False)
+    batch = [("a", 2, '{"v": [1, "x,\\"y\\"}"]}', T0), ("b", 1, "null", None)]
+    with batch_transaction(pool) as conn:
+        DOCS.execute(conn, batch)
+    binary_rows = rows(pool)
+    with batch_transaction(pool) as conn:
+        conn.execute("TRUNCATE docs")
+        text.execute(conn, batch)
+    assert rows(pool) == binary_rows
+    assert binary_rows[0][2] == {"v": [1, 'x,"y"}']}
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_a_column_mixing_int_and_decimal_is_written(
+    pool: ConnectionPool, strategy: Strategy
+) -> None:
+    with pool.connection() as conn:
+        conn.execute("ALTER TABLE docs ADD COLUMN amount numeric")
+    amounts = GuardedUpsert(
+        "docs", (("id", "text"), ("version", "bigint"), ("amount", "numeric")), ("id",)
+    )
+    with batch_transaction(pool) as conn:
+        # A DynamoDB Number decodes to int when integral, Decimal otherwise.
+        amounts.execute(conn, [("a", 1, 10), ("b", 1, Decimal("2.5")), ("c", 1, None)], strategy)
+    with pool.connection() as conn:
+        stored = conn.execute("SELECT id, amount FROM docs ORDER BY id").fetchall()
+    assert stored == [("a", Decimal(10)), ("b", Decimal("2.5")), ("c", None)]
+
+
+def test_key_and_position_must_be_columns() -> None:
+    with pytest.raises(ValueError, match="missing"):
+        GuardedUpsert("docs", (("id", "text"),), ("id",), position="missing")
 
 
 def test_a_failing_batch_writes_nothing(pool: ConnectionPool) -> None:
