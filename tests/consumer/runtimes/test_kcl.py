@@ -1,8 +1,12 @@
 """The KCL record processor, driven over pipes the way the MultiLangDaemon drives it.
 
 Each test starts `python -m consumer.runtimes.kcl` as a subprocess, plays the daemon's side
-of the MultiLang protocol (JSON lines on its stdin/stdout) and checks what the projection
-wrote to moto's DynamoDB, what reached the dead-letter queue, and every checkpoint it asked for.
+of the MultiLang protocol and checks what the projection wrote to moto's DynamoDB, what
+reached the dead-letter queue, and every checkpoint it asked for. The framing is the
+daemon's (software.amazon.kinesis.multilang MessageWriter / GetNextMessageTask): one compact
+JSON message per line on the child's stdin, flushed; from its stdout, one message per line,
+empty lines skipped. A checkpoint reply can be held back, as a slow lease-table write holds
+the real one, so what the processor did before asking becomes visible.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ class FakeDaemonSide:
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.write(json.dumps(message, separators=(",", ":")) + os.linesep)
         self.process.stdin.flush()
 
     def expect(self) -> dict[str, Any]:
@@ -77,13 +81,21 @@ class FakeDaemonSide:
     def expect_status(self, action: str) -> None:
         assert self.expect() == {"action": "status", "responseFor": action}
 
-    def expect_checkpoint(self, sequence: str | None, sub: int | None, error: str | None = None):
-        """Assert the next message is this checkpoint request, then answer it."""
+    def expect_checkpoint_request(self, sequence: str | None, sub: int | None) -> None:
+        """Assert the next message is this checkpoint request; the reply is up to the test."""
         assert self.expect() == {
             "action": "checkpoint",
             "sequenceNumber": sequence,
             "subSequenceNumber": sub,
         }
+
+    def expect_checkpoint(self, sequence: str | None, sub: int | None, error: str | None = None):
+        """Assert the next message is this checkpoint request, then answer it at once."""
+        self.expect_checkpoint_request(sequence, sub)
+        self.answer_checkpoint(sequence, sub, error)
+
+    def answer_checkpoint(self, sequence: str | None, sub: int | None, error: str | None = None):
+        """The daemon's reply to a checkpoint request: `error` names the KCL exception."""
         self.send(
             {
                 "action": "checkpoint",
@@ -282,6 +294,48 @@ def test_lease_lost_never_checkpoints_even_with_work_pending(daemon: FakeDaemonS
     daemon.expect_status("processRecords")
     daemon.send({"action": "leaseLost"})
     daemon.expect_status("leaseLost")
+    # Record 30 is applied and not checkpointed, which shutdownRequested would normally fix.
+    daemon.send({"action": "shutdownRequested"})
+    daemon.expect_status("shutdownRequested")
+    assert daemon.close() == 0
+
+
+def test_the_checkpoint_is_asked_for_only_once_the_batch_is_applied(
+    daemon: FakeDaemonSide, kcl_env: dict[str, Any], aws_client: Callable[..., Any]
+) -> None:
+    """docs/design.md, invariant 1, in the KCL runtime: the daemon holds its checkpoint reply,
+    and while the processor waits for it every record of the batch is already written."""
+    daemon.send(
+        {
+            "action": "processRecords",
+            "millisBehindLatest": 0,
+            "records": [record(60, "a"), record(61, "b"), record(62, "c")],
+        }
+    )
+    daemon.expect_checkpoint_request(seq(62), 0)
+    assert positions(aws_client, kcl_env["table"]) == [
+        ("a", position_of(seq(60))),
+        ("b", position_of(seq(61))),
+        ("c", position_of(seq(62))),
+    ]
+    daemon.answer_checkpoint(seq(62), 0)  # late: the records were applied before it came
+    daemon.expect_status("processRecords")
+    assert daemon.close() == 0
+
+
+def test_after_a_checkpoint_says_the_lease_is_gone_the_processor_never_checkpoints_again(
+    daemon: FakeDaemonSide, kcl_env: dict[str, Any], aws_client: Callable[..., Any]
+) -> None:
+    """docs/design.md, invariant 3: another worker owns the shard now."""
+    daemon.send({"action": "processRecords", "millisBehindLatest": 0, "records": [record(70, "a")]})
+    daemon.expect_checkpoint(seq(70), 0, error="ShutdownException")
+    daemon.expect_status("processRecords")
+    # Records the KCL had fetched before it noticed: applied (idempotently), never checkpointed.
+    daemon.send({"action": "processRecords", "millisBehindLatest": 0, "records": [record(71, "b")]})
+    daemon.expect_status("processRecords")
+    assert ("b", position_of(seq(71))) in positions(aws_client, kcl_env["table"])
+    daemon.send({"action": "shutdownRequested"})
+    daemon.expect_status("shutdownRequested")
     assert daemon.close() == 0
 
 
