@@ -112,6 +112,27 @@ def test_a_user_remove_with_another_identity_is_not_expiry() -> None:
     assert record.ttl_expiry is False
 
 
+@pytest.mark.parametrize(
+    "identity",
+    [
+        {"Type": "Service", "PrincipalId": "events.amazonaws.com"},
+        {"type": "Service", "principalId": "dynamodb.amazonaws.com.example.com"},
+        {"Type": "User", "PrincipalId": "dynamodb.amazonaws.com"},
+    ],
+)
+def test_a_remove_by_another_principal_is_not_expiry(identity: dict[str, str]) -> None:
+    """Only the TTL service (Type Service AND principal dynamodb.amazonaws.com) expires items:
+    a delete by any other service, or a user that happens to carry that name, is a delete."""
+    recorded = sample("dynamodb_streams_ttl_remove.json")
+    recorded["Body"]["Records"][0]["userIdentity"] = identity
+    (record,) = stream_records(recorded)
+    assert record.ttl_expiry is False
+    change = _integration()
+    change["userIdentity"] = identity
+    (integration,) = KinesisDecoder("s").decode(_kinesis(orjson.dumps(change)), "shardId-0")
+    assert (integration.event_name, integration.ttl_expiry) == ("REMOVE", False)
+
+
 def test_the_table_name_comes_from_the_stream_arn() -> None:
     arn = "arn:aws:dynamodb:eu-west-1:123456789012:table/TripTable/stream/2026-01-01T00:00:00.000"
     assert table_from_stream_arn(arn) == "TripTable"
