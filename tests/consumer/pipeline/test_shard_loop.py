@@ -9,6 +9,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from consumer.config import Settings, load_settings
+from consumer.errors import LeaseLostError
+from consumer.leases.lease import Lease
 from consumer.leases.store import DynamoDBLeaseStore
 from tests.fixtures.servers import wait_until
 from tests.support.collecting import CollectingProjection
@@ -30,12 +32,14 @@ def write_items(dynamodb: Any, table: str, numbers: range) -> None:
         dynamodb.put_item(TableName=table, Item={"id": {"S": f"i{n}"}, "n": {"N": str(n)}})
 
 
-def settings_for(table: str, app: str, **polling: Any) -> Settings:
+def settings_for(
+    table: str, app: str, leases: dict[str, Any] | None = None, **polling: Any
+) -> Settings:
     return load_settings(
         None,
         application=app,
         source={"kind": "dynamodb", "table": table},
-        leases=FAST_LEASES,
+        leases={**FAST_LEASES, **(leases or {})},
         polling={**FAST_POLLING, **polling},
     )
 
@@ -51,6 +55,24 @@ def source_table(
     table = unique_name("source")
     create_source_table(aws_client("dynamodb"), table)
     return table
+
+
+def steal(store: DynamoDBLeaseStore, shard_id: str, thief: str) -> Lease:
+    """Take the lease as another worker would, from a fresh read each try: the owner renews it
+    meanwhile, and a take from an older read would fail on the counter."""
+    stolen: list[Lease] = []
+
+    def take() -> bool:
+        lease = store.get(shard_id)
+        assert lease is not None
+        try:
+            stolen.append(store.take(lease, thief))
+        except LeaseLostError:
+            return False
+        return True
+
+    wait_until(take, timeout=30, what=f"{thief} takes {shard_id}")
+    return stolen[0]
 
 
 def test_a_worker_whose_lease_was_taken_stops_the_shard_and_never_checkpoints_again(
@@ -73,7 +95,7 @@ def test_a_worker_whose_lease_was_taken_stops_the_shard_and_never_checkpoints_ag
         projection.entered.clear()
         write_items(dynamodb, source_table, range(5, 10))
         wait_until(projection.entered.is_set, timeout=30, what="batch in flight")
-        stolen = store.take(lease, "thief")
+        stolen = steal(store, shard_id, "thief")
         projection.gate.set()
 
         wait_until(lambda: shard_id not in daemon.worker.running_shards(), timeout=30, what="stop")
@@ -94,6 +116,32 @@ def test_a_worker_whose_lease_was_taken_stops_the_shard_and_never_checkpoints_ag
 
         wait_until(lambda: f'shard="{shard_id}"' not in exposed(), timeout=10, what="forgotten")
         assert "stream_projector_leases_held 0.0" in exposed()
+
+
+def test_an_idle_shard_whose_lease_was_taken_stops_polling(
+    aws_client: Callable[..., Any], unique_name: Callable[[str], str], source_table: str
+) -> None:
+    """An idle shard never checkpoints, so only the lease renewal can tell it the lease is gone:
+    the worker must stop its consumer then (consumer.lease_lost()), or it polls forever."""
+    dynamodb = aws_client("dynamodb")
+    # Failover far beyond the test, so the daemon cannot take the lease back meanwhile.
+    settings = settings_for(source_table, unique_name("app"), leases={"failover_seconds": 300})
+    store = DynamoDBLeaseStore(dynamodb, settings.lease_table)
+    with daemon_thread(settings, projections=[CollectingProjection()]) as daemon:
+        write_items(dynamodb, source_table, range(0, 3))
+        wait_caught_up(daemon)
+        (shard_id,) = daemon.worker.running_shards()
+
+        stolen = steal(store, shard_id, "thief")
+
+        wait_until(lambda: shard_id not in daemon.worker.running_shards(), timeout=30, what="stop")
+        after = store.get(shard_id)
+        assert after is not None
+        assert (after.lease_owner, after.lease_counter) == ("thief", stolen.lease_counter)
+        lost = daemon.metrics.registry.get_sample_value(
+            "stream_projector_lease_events_total", {"kind": "lost"}
+        )
+        assert lost == 1
 
 
 def test_prefetch_is_bounded_while_a_batch_is_stuck(
