@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -137,9 +136,7 @@ def test_two_workers_share_shards_survive_a_kill_and_hand_over_on_sigterm(
         )
         fleet.procs["w2"].send_signal(signal.SIGTERM)
         assert fleet.procs["w2"].wait(timeout=30) == 0, fleet.log("w2")
-        released_at = time.monotonic()
         wait_until(lambda: owners(store) == Counter({"w3": 4}), timeout=60, what="handover")
-        assert time.monotonic() - released_at < 60
         keys |= put_records(kinesis, stream, 400, 100)
         wait_until(lambda: all_recorded(keys), timeout=60, what="records after the handover")
     finally:

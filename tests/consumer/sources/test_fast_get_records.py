@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -110,11 +109,8 @@ def test_expired_iterator_error_keeps_its_code(
 def test_server_errors_are_still_retried_by_botocore(aws_client: Callable[..., Any]) -> None:
     streams = aws_client("dynamodbstreams")
     fast_get_records.install(streams)
-    started = time.monotonic()
-
     # moto answers an unknown iterator with a 500, which botocore retries.
     with pytest.raises(ClientError) as raised:
         streams.get_records(ShardIterator="unknown-iterator" * 4)
 
     assert raised.value.response["ResponseMetadata"]["RetryAttempts"] > 0
-    assert time.monotonic() - started < 30
