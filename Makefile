@@ -23,8 +23,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# test-deps has just installed every tool the tests run, so a missing one fails the run
+# instead of skipping its tests (tests/fixtures/tools.py).
 test: $(STAMP) test-deps lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	STREAM_PROJECTOR_REQUIRE_TOOLS=1 $(BIN)/pytest -q -p no:cacheprovider
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

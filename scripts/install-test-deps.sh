@@ -23,10 +23,12 @@ fi
 
 # One npm call for every tool: npm install into a prefix without a package.json prunes what an
 # earlier call installed there.
-npm_tools=(kinesis-local@0.6.2 dclint@3.1.0 @kubernetes-models/prometheus-operator@6.0.0)
+npm_tools=(kinesis-local@0.6.2 dclint@3.1.0 @kubernetes-models/prometheus-operator@6.0.0
+  @cdktf/hcl-tools@0.21.0)
 if [ ! -f .tools/node_modules/kinesis-local/main.js ] \
   || [ ! -d .tools/node_modules/dclint ] \
-  || [ ! -d .tools/node_modules/@kubernetes-models/prometheus-operator ]; then
+  || [ ! -d .tools/node_modules/@kubernetes-models/prometheus-operator ] \
+  || [ ! -d .tools/node_modules/@cdktf/hcl-tools ]; then
   echo "installing npm tools: ${npm_tools[*]}"
   mkdir -p .tools
   npm install --prefix .tools --no-audit --no-fund --loglevel=error "${npm_tools[@]}" >/dev/null

@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
-from tests.fixtures.prometheus import exposed_metric_names, tool_or_skip
+from tests.fixtures.prometheus import exposed_metric_names
 from tests.fixtures.servers import ROOT
+from tests.fixtures.tools import tool
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"
 METRIC_NAME = re.compile(r"\bstream_projector_[a-z_]+")
@@ -103,7 +104,7 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(rules))
 
     result = subprocess.run(
-        [tool_or_skip("promtool"), "check", "rules", str(path)],
+        [tool("promtool"), "check", "rules", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

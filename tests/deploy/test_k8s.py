@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -19,11 +17,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.fixtures.tools import node_package
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 # EKS's oldest version in standard support when this was written; the manifests use nothing newer.
 K8S_VERSION = "1.31"
-MODELS = ROOT / ".tools" / "node_modules" / "@kubernetes-models" / "prometheus-operator"
 VALIDATE_SM = """
 import { ServiceMonitor }
   from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
@@ -81,14 +80,9 @@ def test_validator_rejects_broken_deployments(docs: dict[str, dict[str, Any]]) -
 
 def servicemonitor_error(doc: dict[str, Any]) -> str | None:
     """The CRD schema's verdict on a ServiceMonitor, None if valid."""
-    node = shutil.which("node")
-    if node is None or not MODELS.exists():
-        reason = "node or .tools' @kubernetes-models/prometheus-operator missing"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}: run scripts/install-test-deps.sh")
-        pytest.skip(reason)
+    node_package("@kubernetes-models/prometheus-operator")
     done = subprocess.run(
-        [node, "--input-type=module", "-e", VALIDATE_SM, json.dumps(doc)],
+        ["node", "--input-type=module", "-e", VALIDATE_SM, json.dumps(doc)],
         cwd=ROOT / ".tools",
         capture_output=True,
         text=True,

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fixtures.prometheus import exposed_metric_names, tool_or_skip
+from tests.fixtures.prometheus import exposed_metric_names
 from tests.fixtures.servers import ROOT
+from tests.fixtures.tools import tool
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
@@ -22,7 +23,7 @@ METRIC_NAME = re.compile(r"\bstream_projector_[a-z_]+")
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [tool_or_skip("promtool"), *map(str, args)],
+        [tool("promtool"), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,

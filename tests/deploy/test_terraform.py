@@ -1,14 +1,16 @@
 """deploy/terraform checked offline: HCL parsed with python-hcl2, every IAM action looked up in
 botocore's service models, the daemon's policy held to the calls it makes on its own resources,
-and `terraform fmt -check` when terraform is installed. `terraform validate` is not run: it
-needs `terraform init` to download the AWS provider, which this network cannot reach.
+and the formatting checked by HashiCorp's HCL formatter (hclwrite.Format, which `terraform fmt`
+applies) from the npm package @cdktf/hcl-tools; `terraform fmt -check` too when terraform is
+installed (optional: no registry this project installs from ships it). `terraform validate` is
+not run: it needs `terraform init` to download the AWS provider, which this network cannot reach.
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
-import shutil
+import json
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -18,6 +20,8 @@ import botocore.session
 import hcl2
 import pytest
 import yaml
+
+from tests.fixtures.tools import node_package, optional_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TF = ROOT / "deploy" / "terraform"
@@ -249,10 +253,52 @@ def test_irsa_trust_names_the_kubernetes_service_account(
     assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
 
 
+HCL_FORMAT = """
+import { format } from "@cdktf/hcl-tools";
+import { readFileSync } from "node:fs";
+const changed = [];
+for (const path of process.argv.slice(1)) {
+  const text = readFileSync(path, "utf8");
+  if ((await format(text)) !== text) changed.push(path);
+}
+console.log(JSON.stringify(changed));
+"""
+TERRAFORM_OPTIONAL = "no registry this project installs from ships it; hclwrite checks the format"
+
+
+def unformatted(paths: list[Path]) -> list[str]:
+    """The files HashiCorp's HCL formatter would change."""
+    node_package("@cdktf/hcl-tools")
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", HCL_FORMAT, *map(str, paths)],
+        cwd=ROOT / ".tools",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    changed: list[str] = json.loads(done.stdout)
+    return changed
+
+
+def misformatted_copy(tmp_path: Path) -> Path:
+    text = (TF / "outputs.tf").read_text().replace("  value ", "value   ", 1)
+    path = tmp_path / "outputs.tf"
+    path.write_text(text)
+    return path
+
+
 def test_terraform_files_are_formatted() -> None:
-    terraform = shutil.which("terraform")
-    if terraform is None:
-        pytest.skip("terraform is not installed (no Debian/PyPI/npm package ships it officially)")
+    assert unformatted(sorted(TF.glob("*.tf"))) == []
+
+
+def test_the_format_check_notices_a_misformatted_file(tmp_path: Path) -> None:
+    bad = misformatted_copy(tmp_path)
+    assert unformatted([bad]) == [str(bad)]
+
+
+def test_terraform_fmt_agrees_when_terraform_is_installed(tmp_path: Path) -> None:
+    terraform = optional_tool("terraform", TERRAFORM_OPTIONAL)
     done = subprocess.run(
         [terraform, "fmt", "-check", "-recursive", "-diff", str(TF)],
         capture_output=True,
@@ -260,14 +306,7 @@ def test_terraform_files_are_formatted() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout
-
-
-def test_fmt_check_notices_a_misformatted_file(tmp_path: Path) -> None:
-    terraform = shutil.which("terraform")
-    if terraform is None:
-        pytest.skip("terraform is not installed (no Debian/PyPI/npm package ships it officially)")
-    text = (TF / "outputs.tf").read_text().replace("  value ", "value   ", 1)
-    (tmp_path / "outputs.tf").write_text(text)
+    misformatted_copy(tmp_path)
     done = subprocess.run(
         [terraform, "fmt", "-check", str(tmp_path)], capture_output=True, text=True, timeout=60
     )
