@@ -89,7 +89,9 @@ CMD ["--properties-file", "/etc/stream-projector/kcl.properties"]
 FROM base AS runtime
 # Re-declared: an ARG before the first FROM is not visible inside a stage otherwise.
 ARG PYTHON_IMAGE
-ARG VERSION=0.1.0
+# The image version label: pass --build-arg VERSION="$(python -c "import consumer; print(consumer.__version__)")"
+# (consumer/__init__.py is the one version source; without it the label says so).
+ARG VERSION=unknown
 ARG REVISION=unknown
 ARG CREATED=unknown
 LABEL org.opencontainers.image.title="stream-projector" \

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from consumer import __version__
 from consumer.cli.failures import DEBUG_ENV, ReportingGroup
 from consumer.cli.options import config_option, log_level_option
 from consumer.config import Settings, load_settings
@@ -26,7 +27,7 @@ def _setup_logging(settings: Settings, level: str) -> None:
 
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="stream-projector")
+@click.version_option(version=__version__)
 @click.option(
     "--debug",
     is_flag=True,
