@@ -115,6 +115,8 @@ class HttpSettings(Section):
     host: str = "0.0.0.0"
     port: int = Field(9102, ge=0, le=65535)
     heartbeat_timeout_seconds: float = Field(30.0, gt=0)
+    # While /readyz fails, its reasons are logged this often: an outage is never a silent wait.
+    readiness_log_interval_seconds: float = Field(30.0, gt=0)
 
 
 class AwsSettings(Section):

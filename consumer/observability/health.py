@@ -10,12 +10,16 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import structlog
 from prometheus_client.exposition import choose_encoder
 
 from consumer.errors import ConfigError
+from consumer.observability.log import bind_thread
 from consumer.observability.metrics import Metrics
 
 Readiness = Callable[[], tuple[bool, str]]
+
+log = structlog.get_logger(__name__)
 
 
 class Heartbeat:
@@ -32,6 +36,38 @@ class Heartbeat:
     def age(self) -> float:
         """Seconds since the last beat (or since creation, before the first beat)."""
         return max(0.0, self._clock() - self._last)
+
+
+class ReadinessReporter:
+    """Logs why the worker is not ready every `interval` seconds while it is not, and once
+    when it is again, so an outage waited out is never a silent spin."""
+
+    def __init__(self, check: Readiness, interval: float) -> None:
+        self._check = check
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="readiness-log", daemon=True)
+
+    def start(self) -> None:
+        """Begin checking; the first check comes after one interval (start-up takes time)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop checking; returns promptly."""
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        bind_thread()
+        was_ready = True
+        while not self._stop.wait(self._interval):
+            ready, reason = self._check()
+            if not ready:
+                log.warning("not ready", reason=reason)
+            elif not was_ready:
+                log.info("ready again")
+            was_ready = ready
 
 
 class _ReadinessCheck:

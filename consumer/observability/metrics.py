@@ -39,6 +39,7 @@ class Metrics:
         self._clock = clock
         self._lock = threading.Lock()
         self._states: dict[tuple[str, str], str] = {}
+        self._stall_reasons: dict[tuple[str, str], str] = {}
         self._ages: dict[tuple[str, str], float] = {}
         r = self.registry
         shard_labels = ("stream", "shard")
@@ -214,13 +215,25 @@ class Metrics:
         with self._lock:
             self.last_checkpoint.labels(stream, shard).set(self._clock())
 
-    def set_shard_state(self, stream: str, shard: str, state: str) -> None:
-        """Set a shard's state; the `shards{state}` gauge counts shards per state."""
+    def set_shard_state(self, stream: str, shard: str, state: str, reason: str = "") -> None:
+        """Set a shard's state; the `shards{state}` gauge counts shards per state.
+
+        `reason` says what a stalled shard waits for (readiness reports it).
+        """
         if state not in SHARD_STATES:
             raise ValueError(f"unknown shard state {state!r}, expected one of {SHARD_STATES}")
         with self._lock:
             self._states[(stream, shard)] = state
+            if state == "stalled":
+                self._stall_reasons[(stream, shard)] = reason
+            else:
+                self._stall_reasons.pop((stream, shard), None)
             self._publish_states()
+
+    def stall_reasons(self) -> dict[tuple[str, str], str]:
+        """What each stalled shard waits for, keyed by (stream, shard)."""
+        with self._lock:
+            return dict(self._stall_reasons)
 
     def lease_event(self, kind: str) -> None:
         """Count a lease change (taken, stolen, lost, released)."""
@@ -238,6 +251,7 @@ class Metrics:
                 with contextlib.suppress(KeyError):
                     metric.remove(stream, shard)
             self._ages.pop((stream, shard), None)
+            self._stall_reasons.pop((stream, shard), None)
             if self._states.pop((stream, shard), None) is not None:
                 self._publish_states()
 

@@ -27,6 +27,7 @@ from projections.projection import Projection
 log = structlog.get_logger(__name__)
 
 DECODE_STAGE = "(decode)"
+NO_QUEUE = "poison record and no dead_letter.queue_url configured"
 # The `projection` of a letter that no projection has applied yet (record_too_old): a redrive
 # applies it through every projection.
 ALL_PROJECTIONS = "*"
@@ -79,7 +80,7 @@ class Pipeline:
         dead_letters: DeadLetterSink | None,
         policy: FailurePolicy,
         abandon: threading.Event,
-        on_stalled: Callable[[bool], None] = lambda stalled: None,
+        on_stalled: Callable[[str | None], None] = lambda reason: None,
     ) -> None:
         self._stream = stream
         self._shard_id = shard_id
@@ -103,7 +104,7 @@ class Pipeline:
                 self._dead_letter_too_old(too_old)
         for projection in self._projections:
             self._apply_isolating(projection, records, leaf_attempts=True)
-        self._on_stalled(False)
+        self._on_stalled(None)
 
     # -- projections ------------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class Pipeline:
             if self._dead_letters is None:
                 # Without a dead-letter queue, skipping would lose data: stall visibly instead.
                 log.error(
-                    "poison record and no dead_letter.queue_url configured: the shard stalls",
+                    f"{NO_QUEUE}: the shard stalls",
                     sequence_number=letters[0].sequence_number,
                     projection=letters[0].projection,
                     error_type=letters[0].error_type,
@@ -244,7 +245,9 @@ class Pipeline:
     ) -> None:
         delay = backoff.next_delay()
         if stalled:
-            self._on_stalled(True)
+            # What the shard waits for, as /readyz shows it.
+            cause = f"{type(exc).__name__}: {exc}" if exc is not None else NO_QUEUE
+            self._on_stalled(f"{projection}: {cause}"[:500])
         if exc is not None:
             log.warning(
                 "batch failed; retrying",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.errors import DecodeError, ThrottledError, TransientError, TrimmedDataError
 from consumer.observability.metrics import Metrics
@@ -24,6 +25,11 @@ from consumer.sources.reader import ShardReader
 from consumer.sources.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
+
+# What else the stream may answer: the stream deleted, access revoked. The shard waits and
+# says so on every attempt (the worker's step reports it in /readyz); a fetch thread that died
+# instead would leave the shard silently stuck.
+REFUSALS: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
 
 
 @dataclass(slots=True)
@@ -127,7 +133,7 @@ class Prefetcher:
                 )
                 self._metrics.record_trimmed(self._stream, self._shard_id)
                 start = TRIM_HORIZON
-            except TransientError as exc:
+            except (TransientError, *REFUSALS) as exc:
                 self._wait_after_error("transient", exc)
         return None
 
@@ -147,7 +153,7 @@ class Prefetcher:
             self._metrics.record_trimmed(self._stream, self._shard_id)
             reader.close()
             return self._open_with_retry(TRIM_HORIZON)
-        except TransientError as exc:
+        except (TransientError, *REFUSALS) as exc:
             self._wait_after_error("transient", exc)
             return reader
         self._backoff.reset()

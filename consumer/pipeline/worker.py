@@ -80,6 +80,7 @@ class Worker:
         self._next_sync = 0.0
         self.synced = threading.Event()
         self.last_error: str = ""
+        self.steps_failed = 0  # since start, for tests and debugging
 
     @property
     def stream(self) -> str:
@@ -95,13 +96,19 @@ class Worker:
             self._heartbeat.beat()
             try:
                 self.step()
+                if self.last_error:
+                    log.info("worker step succeeds again", previous_error=self.last_error)
                 self.last_error = ""
             except (StreamProjectorError, BotoCoreError, ClientError) as exc:
                 # The lease table or the stream is unreachable or refuses us (an IAM change,
                 # say): keep the loop alive, show it in /readyz, and try again next tick;
-                # consumers keep running meanwhile, fenced by their leases.
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("worker step failed", error=self.last_error)
+                # consumers keep running meanwhile, fenced by their leases. Logged when it
+                # changes; the readiness log repeats it while it lasts, not every tick.
+                error = f"{type(exc).__name__}: {exc}"
+                self.steps_failed += 1
+                if error != self.last_error:
+                    log.warning("worker step failed", error=error)
+                self.last_error = error
             if until is not None and until():
                 break
             stop.wait(self._timings.tick_seconds)

@@ -16,8 +16,9 @@ from consumer.dead_letters.letter import DeadLetterSink
 from consumer.leases.coordinator import LeaseCoordinator
 from consumer.leases.lease import Lease
 from consumer.leases.store import DynamoDBLeaseStore
-from consumer.observability.health import HealthServer, Heartbeat
+from consumer.observability.health import HealthServer, Heartbeat, ReadinessReporter
 from consumer.observability.metrics import Metrics
+from consumer.observability.redact import redact
 from consumer.pipeline.prefetch import Prefetcher
 from consumer.pipeline.retry import Backoff
 from consumer.pipeline.shard_consumer import ShardConsumer
@@ -88,17 +89,19 @@ class Daemon:
     health: HealthServer | None = None
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once the first shard sync is done and the lease table and sinks answer."""
+        """Ready once the first shard sync is done, the lease table and sinks answer, and no
+        shard waits on an outage; otherwise every reason, each naming what it waits for."""
         if not self.worker.synced.is_set():
-            return False, "shard sync not done yet"
-        if self.worker.last_error:
-            return False, self.worker.last_error
-        problems = self.resources.probe(self.settings.lease_table)
+            return False, self.worker.last_error or "shard sync not done yet"
+        problems = [self.worker.last_error] if self.worker.last_error else []
+        problems += self.resources.probe(self.settings.lease_table)
         for projection in self.projections:
             ready = getattr(projection, "ready", None)
             if ready is not None and not ready():
                 problems.append(f"projection {projection.name} not ready")
-        return (False, "; ".join(problems)) if problems else (True, "ok")
+        for (_, shard), reason in sorted(self.metrics.stall_reasons().items()):
+            problems.append(f"shard {shard} stalled: {reason}")
+        return (False, redact("; ".join(problems))) if problems else (True, "ok")
 
 
 def build_daemon(
@@ -138,8 +141,9 @@ def build_daemon(
         abandon = threading.Event()
         stream = source.stream_id
 
-        def stalled(flag: bool) -> None:
-            metrics.set_shard_state(stream, shard_id, "stalled" if flag else "running")
+        def stalled(reason: str | None) -> None:
+            state = "stalled" if reason else "running"
+            metrics.set_shard_state(stream, shard_id, state, reason=reason or "")
 
         prefetcher = Prefetcher(
             stream=stream,
@@ -222,10 +226,15 @@ def run_daemon(
         )
         daemon.health.start()
         log.info("http listening", port=daemon.health.port)
+    # Through the server's bounded check when there is one: a hung sink never hangs the log.
+    check = daemon.health.readiness if daemon.health is not None else daemon.readiness
+    reporter = ReadinessReporter(check, settings.http.readiness_log_interval_seconds)
     try:
         daemon.store.ensure_table()
+        reporter.start()
         return daemon.worker.run(stop, until=until)
     finally:
+        reporter.stop()
         for projection in daemon.projections:
             close = getattr(projection, "close", None)
             if close is not None:

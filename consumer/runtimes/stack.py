@@ -64,7 +64,7 @@ class ProjectionStack:
         stream: str,
         shard_id: str,
         abandon: threading.Event,
-        on_stalled: Callable[[bool], None] = lambda stalled: None,
+        on_stalled: Callable[[str | None], None] = lambda reason: None,
     ) -> Pipeline:
         """A Pipeline over the shared projections; `abandon` cuts its retry waits short."""
         return Pipeline(

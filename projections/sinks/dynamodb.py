@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from consumer.aws_errors import (
     CONDITION_FAILED,
     NETWORK_ERRORS,
+    RESOURCE_NOT_FOUND,
     SINK_TRANSIENT_CODES,
     error_code,
     transient_error,
@@ -194,6 +195,12 @@ class DynamoDBSink:
 
     def _classify(self, error: Exception, update: GuardedUpdate) -> StreamProjectorError:
         """Throttling, 5xx, network and a missing table are transient; else the record's fault."""
+        if isinstance(error, ClientError) and error_code(error) == RESOURCE_NOT_FOUND:
+            # Readiness shows this line: it names the table and the fix.
+            return TransientError(
+                f"table {self.table} does not exist ({RESOURCE_NOT_FOUND}): create it with "
+                "`stream-projector migrate`"
+            )
         where = f"{dict(update.key)!r} (guard {update.guard}) to {self.table}"
         transient = transient_error(error, f"writing {where}", SINK_TRANSIENT_CODES)
         if transient is not None:
