@@ -16,7 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.errors import ConfigError
@@ -163,7 +170,8 @@ class Settings(BaseSettings):
     )
 
     application: str = "stream-projector"
-    worker_id: str = ""
+    # Drawn once, at load, when not set: the logs, the lease table and `status` then agree.
+    worker_id: str = Field("", validate_default=True)
     source: SourceSettings
     leases: LeaseSettings = LeaseSettings()
     polling: PollingSettings = PollingSettings()
@@ -192,10 +200,15 @@ class Settings(BaseSettings):
         """The lease table's name: explicit, or derived from the application like the KCL."""
         return self.leases.table or f"{self.application}-leases"
 
-    @property
-    def resolved_worker_id(self) -> str:
-        """This process's identity in the lease table."""
-        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    @field_validator("worker_id")
+    @classmethod
+    def _worker_id_or_drawn(cls, value: str) -> str:
+        return value or default_worker_id()
+
+
+def default_worker_id() -> str:
+    """host-pid-random, like the KCL's: unique even for two processes with one pid namespace."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def env_name(location: tuple[int | str, ...]) -> str:

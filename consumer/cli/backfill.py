@@ -92,7 +92,7 @@ def backfill(
     from consumer.observability.log import configure_logging
 
     settings = load_settings(config_path)
-    configure_logging(settings.application, settings.resolved_worker_id, log_level)
+    configure_logging(settings.application, settings.worker_id, log_level)
     stop = threading.Event()
     received: list[int] = []
 

@@ -23,7 +23,7 @@ def _settings(config_path: Path) -> Settings:
 def _setup_logging(settings: Settings, level: str) -> None:
     from consumer.observability.log import configure_logging
 
-    configure_logging(settings.application, settings.resolved_worker_id, level)
+    configure_logging(settings.application, settings.worker_id, level)
 
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})

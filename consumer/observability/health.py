@@ -7,13 +7,14 @@ import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import structlog
 from prometheus_client.exposition import choose_encoder
 
 from consumer.errors import ConfigError
+from consumer.observability.http_server import BoundedHTTPServer
 from consumer.observability.log import bind_thread
 from consumer.observability.metrics import Metrics
 
@@ -138,31 +139,29 @@ class HealthServer:
         heartbeat_timeout: float,
         readiness: Readiness,
         readiness_timeout: float = 5.0,
+        **limits: Any,
     ) -> None:
+        """`limits` go to BoundedHTTPServer (workers, request_timeout, idle_timeout, ...)."""
         self.metrics = metrics
         self.heartbeat = heartbeat
         self.host = host
         self.port = port
         self.heartbeat_timeout = heartbeat_timeout
         self._readiness = _ReadinessCheck(readiness, readiness_timeout)
-        self._server: ThreadingHTTPServer | None = None
+        self._limits = limits
+        self._server: BoundedHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Bind and serve in a daemon thread; with port 0, `.port` becomes the bound port."""
         handler = _make_handler(self)
         try:
-            self._server = ThreadingHTTPServer((self.host, self.port), handler)
+            self._server = BoundedHTTPServer((self.host, self.port), handler, **self._limits)
         except OSError as exc:
             raise bind_error(self.host, self.port, exc) from exc
-        self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        # A short poll interval lets stop() return promptly on shutdown.
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="health-server",
-            daemon=True,
+            target=self._server.serve_forever, name="health-server", daemon=True
         )
         self._thread.start()
 
@@ -193,34 +192,65 @@ class HealthServer:
 
 def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        # Probes and scrapes every few seconds would flood stderr with access lines.
+        # Probes and scrapes every few seconds would flood the log with access lines.
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def do_GET(self) -> None:
+            self._answer(head=False)
+
+        def do_HEAD(self) -> None:
+            self._answer(head=True)
+
+        def __getattr__(self, name: str) -> Any:
+            # BaseHTTPRequestHandler answers 501 for a method it finds no do_<METHOD> for;
+            # every method other than GET and HEAD is one these endpoints do not allow.
+            if name.startswith("do_"):
+                return self._not_allowed
+            raise AttributeError(name)
+
+        def _not_allowed(self) -> None:
+            self._send(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                b"method not allowed: GET or HEAD\n",
+                headers={"Allow": "GET, HEAD"},
+            )
+
+        def _answer(self, *, head: bool) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(HTTPStatus.OK, encoder(server.metrics.registry), content_type)
+                body = encoder(server.metrics.registry)
+                self._send(HTTPStatus.OK, body, content_type=content_type, head=head)
             elif path == "/healthz":
-                self._send_check(server.health())
+                self._send_check(server.health(), head)
             elif path == "/readyz":
-                self._send_check(server.readiness())
+                self._send_check(server.readiness(), head)
             else:
-                self._send(HTTPStatus.NOT_FOUND, b"not found: try /metrics, /healthz, /readyz\n")
+                body = b"not found: try /metrics, /healthz, /readyz\n"
+                self._send(HTTPStatus.NOT_FOUND, body, head=head)
 
-        def _send_check(self, check: tuple[bool, str]) -> None:
+        def _send_check(self, check: tuple[bool, str], head: bool) -> None:
             ok, message = check
             status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-            self._send(status, (message + "\n").encode())
+            self._send(status, (message + "\n").encode(), head=head)
 
         def _send(
-            self, status: HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8"
+            self,
+            status: HTTPStatus,
+            body: bytes,
+            *,
+            content_type: str = "text/plain; charset=utf-8",
+            head: bool = False,
+            headers: dict[str, str] | None = None,
         ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            if not head:
+                self.wfile.write(body)
 
     return Handler

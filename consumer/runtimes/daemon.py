@@ -122,7 +122,7 @@ def build_daemon(
     check_postgres(resources)
     decoder = stack.decoder(settings.source.kind, source.stream_id)
     store = DynamoDBLeaseStore(resources.aws_client("dynamodb"), settings.lease_table)
-    worker_id = settings.resolved_worker_id
+    worker_id = settings.worker_id
     leases = settings.leases
     coordinator = LeaseCoordinator(
         store,

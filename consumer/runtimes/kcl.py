@@ -253,7 +253,7 @@ def main() -> int:
 
 def _serve(protocol: TextIO) -> int:
     settings = settings_from_environment(os.environ)
-    configure_logging(settings.application, settings.resolved_worker_id)
+    configure_logging(settings.application, settings.worker_id)
     stack = build_stack(settings)
     try:
         KclRecordProcessor(stack, MultiLangChannel(sys.stdin, protocol)).run()

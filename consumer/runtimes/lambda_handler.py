@@ -118,7 +118,7 @@ class StreamEventHandler:
 def container_handler() -> StreamEventHandler:
     """Built once per Lambda container (cold start) from STREAM_PROJECTOR_CONFIG, then reused."""
     settings = settings_from_environment(os.environ)
-    configure_logging(settings.application, settings.resolved_worker_id)
+    configure_logging(settings.application, settings.worker_id)
     return StreamEventHandler(build_stack(settings))
 
 

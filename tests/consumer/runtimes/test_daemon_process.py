@@ -1,6 +1,7 @@
-"""What is only unreachable is waited out, visibly: the real daemon process keeps running,
+"""The real daemon process. What is only unreachable is waited out, visibly: it keeps running,
 /readyz answers 503 naming what it waits for, a JSON log line repeats it, no secret is printed,
-and once the resource is there the records are applied (docs/errors.md)."""
+and once the resource is there the records are applied (docs/errors.md). And it has one
+worker id, the same in its logs, the lease table and `status`."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class DaemonProcess:
     """`python -m consumer run` with its stdout and stderr kept apart, and its HTTP port."""
 
     def __init__(self, config: Path, port: int, env: dict[str, str], tmp_path: Path) -> None:
+        self.config = config
         self.port = port
         self.stdout_path, self.stderr_path = tmp_path / "stdout", tmp_path / "stderr"
         self.process = subprocess.Popen(
@@ -234,3 +236,37 @@ def test_a_stream_gone_while_running_is_logged_once_and_shown_in_readyz(
             wait_until(lambda: daemon.worker.steps_failed >= 10, timeout=30, what="10 failed steps")
         failures = [entry for entry in logs if entry["event"] == "worker step failed"]
         assert len(failures) == 1, failures
+
+
+def test_one_worker_id_in_the_logs_the_lease_table_and_status(
+    daemon_process: Any, moto_endpoint: str, tmp_path: Path
+) -> None:
+    dynamodb = boto3.client("dynamodb", region_name=REGION, endpoint_url=moto_endpoint)
+    suffix = uuid.uuid4().hex[:8]
+    source, app = f"Trips-{suffix}", f"ids-{suffix}"
+    create_trip_table(dynamodb, source)
+    config = (
+        f'application = "{app}"\n[source]\ntable = "{source}"\n'
+        '[[projections]]\nname = "t"\nclass = "tests.support.recording:RecordingProjection"\n'
+        '[projections.settings]\ntable = "never-written"\n'
+    )
+    daemon = daemon_process(config)
+    leases = f"{app}-leases"
+
+    def owners() -> set[str]:
+        items = dynamodb.scan(TableName=leases).get("Items", [])
+        return {item["leaseOwner"]["S"] for item in items if "leaseOwner" in item}
+
+    (owner,) = wait_until(owners, timeout=30, what="a lease taken")  # type: ignore[misc]
+    logged_ids = {line["worker_id"] for line in daemon.log_lines()}
+    status = subprocess.run(
+        [sys.executable, "-m", "consumer", "status", "--json", "--config", str(daemon.config)],
+        cwd=ROOT,
+        env={**os.environ, "AWS_ENDPOINT_URL": moto_endpoint},
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert logged_ids == {owner}
+    assert {row["owner"] for row in orjson.loads(status.stdout)} == {owner}
+    assert_clean(daemon)
