@@ -85,7 +85,9 @@ def test_a_batch_replayed_after_another_projection_failed_leaves_the_first_uncha
     other.down.set()
     daemon = build_daemon(settings, projections=[trip, other])
     stop = threading.Event()
-    thread = threading.Thread(target=run_daemon, args=(daemon, stop), kwargs={"serve_http": False})
+    thread = threading.Thread(
+        target=run_daemon, args=(daemon, stop), kwargs={"serve_http": False}, daemon=True
+    )
     thread.start()
     # trip_search applied the batch; the other projection keeps failing: no checkpoint.
     wait_until(lambda: other.attempts >= 3, timeout=30, what="other retried")

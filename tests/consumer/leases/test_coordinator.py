@@ -281,7 +281,7 @@ def test_checkpoints_from_shard_threads_never_race_renewals(store: DynamoDBLease
         except BaseException as error:  # reported by the assertion below
             errors.append(error)
 
-    threads = [threading.Thread(target=shard_loop, args=(key,)) for key in keys]
+    threads = [threading.Thread(target=shard_loop, args=(key,), daemon=True) for key in keys]
     for thread in threads:
         thread.start()
     while any(thread.is_alive() for thread in threads):

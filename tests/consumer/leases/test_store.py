@@ -67,7 +67,7 @@ def test_ensure_table_is_idempotent_and_tolerates_concurrent_creators(
         except BaseException as error:  # collected and asserted on below
             errors.append(error)
 
-    threads = [threading.Thread(target=create) for _ in range(3)]
+    threads = [threading.Thread(target=create, daemon=True) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -219,7 +219,7 @@ def test_concurrent_shard_threads_lose_no_counts(metrics: Metrics) -> None:
             metrics.record_fetch("orders", shard, 1, NOW - 1, None, 0.001)
             metrics.set_shard_state("orders", shard, "running")
 
-    threads = [threading.Thread(target=work, args=(f"shard-{i}",)) for i in range(8)]
+    threads = [threading.Thread(target=work, args=(f"shard-{i}",), daemon=True) for i in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:

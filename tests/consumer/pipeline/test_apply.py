@@ -124,7 +124,7 @@ def test_an_undelivered_dead_letter_holds_the_batch_until_the_sink_is_back() -> 
     done = threading.Event()
     batch = FetchedBatch([record(0), record(1, bad=True), record(2)])
     thread = threading.Thread(
-        target=lambda: (pipeline(projection, sink).process(batch), done.set())
+        target=lambda: (pipeline(projection, sink).process(batch), done.set()), daemon=True
     )
     thread.start()
     wait_until(lambda: sink.calls >= 5, timeout=10, what="several failed sends")
@@ -146,7 +146,7 @@ def test_a_stop_while_the_sink_is_down_abandons_the_batch_unacknowledged() -> No
         except BatchAbandoned as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     wait_until(lambda: sink.calls >= 2, timeout=10, what="failed sends")
     abandon.set()
@@ -166,7 +166,7 @@ def test_without_a_dead_letter_sink_a_poison_record_stalls_and_is_never_skipped(
         except BatchAbandoned as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     wait_until(lambda: len(stalled) >= 3, timeout=10, what="stalled")
     abandon.set()

@@ -126,7 +126,7 @@ def test_a_batch_applied_by_two_workers_at_once_counts_once(
             start.wait()
             outcomes.append(projection.apply(IN_ORDER))
 
-        threads = [threading.Thread(target=run, args=(p,)) for p in (sales, other)]
+        threads = [threading.Thread(target=run, args=(p,), daemon=True) for p in (sales, other)]
         for thread in threads:
             thread.start()
         for thread in threads:

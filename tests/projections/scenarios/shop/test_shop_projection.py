@@ -367,7 +367,7 @@ def test_the_version_guard_stops_two_writers_applying_one_reservation_twice(
 
     with psycopg.connect(pg_dsn) as locker:
         locker.execute("LOCK TABLE shop_aggregate_versions IN SHARE ROW EXCLUSIVE MODE")
-        threads = [threading.Thread(target=run, args=(p,)) for p in (shop, other)]
+        threads = [threading.Thread(target=run, args=(p,), daemon=True) for p in (shop, other)]
         for thread in threads:
             thread.start()
         wait_until(
