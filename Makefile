@@ -22,6 +22,7 @@ test-deps:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # test-deps has just installed every tool the tests run, so a missing one fails the run
 # instead of skipping its tests (tests/fixtures/tools.py).
@@ -36,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache

@@ -42,9 +42,9 @@ def make_client(
     Each client gets its own Session because boto3's default session is not thread-safe.
     """
     session = boto3.session.Session(region_name=region)
-    return session.client(
-        service, endpoint_url=endpoint_url, config=client_config(max_pool_connections)
-    )
+    # The stubs type client() once per literal service name; this one comes from the caller.
+    create: Callable[..., Any] = session.client
+    return create(service, endpoint_url=endpoint_url, config=client_config(max_pool_connections))
 
 
 class Pacer:

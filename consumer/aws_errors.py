@@ -96,6 +96,8 @@ SINK_TRANSIENT_CODES = frozenset({RESOURCE_NOT_FOUND})
 
 # The network or the endpoint failed: no answer at all (refused, reset, timed out, TLS).
 NETWORK_ERRORS: tuple[type[BotoCoreError], ...] = (ConnectionError, HTTPClientError)
+# Whatever an AWS call raises that this table classifies: `except AWS_CALL_ERRORS`.
+AWS_CALL_ERRORS: tuple[type[Exception], ...] = (ClientError, *NETWORK_ERRORS)
 
 
 def error_code(exc: ClientError) -> str:
@@ -156,9 +158,7 @@ def translate_error(
     return transient_error(exc, what, extra_codes)
 
 
-def raise_translated(
-    exc: BotoCoreError | ClientError, what: str, extra_codes: Collection[str] = ()
-) -> NoReturn:
+def raise_translated(exc: Exception, what: str, extra_codes: Collection[str] = ()) -> NoReturn:
     """Raise the typed error for `exc` (chained to it), or `exc` itself when it has none."""
     translated = translate_error(exc, what, extra_codes)
     if translated is None:

@@ -138,6 +138,7 @@ class Condition:
 
     def holds(self, record: ChangeRecord) -> bool:
         """Whether the attribute's value passes; a missing image fails unless `exists = false`."""
+        part: Mapping[str, Any] | None
         if self.scope == "keys":
             part = record.keys
         elif self.scope == "new":

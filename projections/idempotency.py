@@ -30,8 +30,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from consumer.aws_errors import (
+    AWS_CALL_ERRORS,
     CONDITION_FAILED,
-    NETWORK_ERRORS,
     RESOURCE_IN_USE,
     SINK_TRANSIENT_CODES,
     error_code,
@@ -155,7 +155,7 @@ class IdempotencyStore:
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response: dict[str, Any] = getattr(self.client, operation)(**kwargs)
-        except (ClientError, *NETWORK_ERRORS) as error:
+        except AWS_CALL_ERRORS as error:
             raise_translated(error, f"idempotency table {self.table}", SINK_TRANSIENT_CODES)
         return response
 

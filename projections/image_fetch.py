@@ -24,9 +24,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from consumer.aws_errors import NETWORK_ERRORS, SINK_TRANSIENT_CODES, raise_translated
+from consumer.aws_errors import AWS_CALL_ERRORS, SINK_TRANSIENT_CODES, raise_translated
 from consumer.errors import ConfigError, PoisonError, TransientError
 from consumer.pipeline.retry import Backoff, retry
 from consumer.record import ChangeRecord
@@ -143,7 +141,7 @@ class ImageFetcher:
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
             response: dict[str, Any] = self.client.batch_get_item(RequestItems=request)
-        except (ClientError, *NETWORK_ERRORS) as error:
+        except AWS_CALL_ERRORS as error:
             raise_translated(error, "BatchGetItem", SINK_TRANSIENT_CODES)
         return response
 

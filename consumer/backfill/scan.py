@@ -202,6 +202,7 @@ class SegmentReader:
             return
         # Query returns the aggregate in sort-key order, which is not version order here.
         version = self._version
+        assert version is not None  # aggregate order: __init__ refused a table without one
         events: list[ChangeRecord] = []
         used = 0.0
         for records, capacity in pages:

@@ -57,7 +57,9 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
         super().__init__(redact(message))
-        self.exit_code = exit_code
+        # click annotates exit_code as a ClassVar, yet reads it from the instance it exits
+        # with (sys.exit(e.exit_code)); one Failure type carries every code.
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
         """`error: <message>` on stderr."""
@@ -154,7 +156,9 @@ class ReportingGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            exc.message = redact(exc.message)
+            # click declares message Final, but a UsageError must stay itself (its parameter
+            # hints, its exit code 2): only its text is replaced by the redacted one.
+            exc.message = redact(exc.message)  # type: ignore[misc]
             raise
         except click.ClickException as exc:
             if isinstance(exc, Failure):

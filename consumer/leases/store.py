@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from consumer.aws_errors import (
+    AWS_CALL_ERRORS,
     CONDITION_FAILED,
     NETWORK_ERRORS,
     RESOURCE_IN_USE,
@@ -147,7 +148,7 @@ class DynamoDBLeaseStore:
                 TableName=self.table_name, ConsistentRead=True, PaginationConfig=pagination
             )
             return [lease_from_item(item) for page in pages for item in page.get("Items", [])]
-        except (ClientError, *NETWORK_ERRORS) as error:
+        except AWS_CALL_ERRORS as error:
             raise self._classify(error) from error
 
     def get(self, key: str) -> Lease | None:
@@ -156,7 +157,7 @@ class DynamoDBLeaseStore:
             response = self._client.get_item(
                 TableName=self.table_name, Key={LEASE_KEY: {"S": key}}, ConsistentRead=True
             )
-        except (ClientError, *NETWORK_ERRORS) as error:
+        except AWS_CALL_ERRORS as error:
             raise self._classify(error) from error
         item = response.get("Item")
         return lease_from_item(item) if item else None
@@ -241,7 +242,7 @@ class DynamoDBLeaseStore:
         """Remove a lease unconditionally."""
         try:
             self._client.delete_item(TableName=self.table_name, Key={LEASE_KEY: {"S": key}})
-        except (ClientError, *NETWORK_ERRORS) as error:
+        except AWS_CALL_ERRORS as error:
             raise self._classify(error) from error
 
     def _classify(self, error: Exception) -> Exception:

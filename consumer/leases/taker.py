@@ -111,7 +111,7 @@ def plan_takes(
 
 def _choose_steal(
     live: list[Lease],
-    counts: Counter[str | None],
+    counts: Counter[str],
     worker_id: str,
     target: int,
     needed: int,

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from structlog.typing import EventDict
+
 MASK = "***"
 # Shorter values would mask ordinary words; a real secret is longer than this.
 MIN_SECRET_LENGTH = 6
@@ -124,7 +126,7 @@ def redact_value(value: Any, key: str = "") -> Any:
     return value
 
 
-def redact_event(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_event(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask secrets in every field of a log line."""
     return {key: redact_value(value, key) for key, value in event_dict.items()}
 

@@ -26,10 +26,10 @@ from consumer.sources.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
 
-# What else the stream may answer: the stream deleted, access revoked. The shard waits and
-# says so on every attempt (the worker's step reports it in /readyz); a fetch thread that died
-# instead would leave the shard silently stuck.
-REFUSALS: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
+# Waited out, attempt after attempt: transient failures, and what else the stream may answer
+# (the stream deleted, access revoked). The shard says so on every attempt (the worker's step
+# reports it in /readyz); a fetch thread that died instead would leave the shard silently stuck.
+WAITED_OUT: tuple[type[Exception], ...] = (TransientError, BotoCoreError, ClientError)
 
 
 @dataclass(slots=True)
@@ -133,7 +133,7 @@ class Prefetcher:
                 )
                 self._metrics.record_trimmed(self._stream, self._shard_id)
                 start = TRIM_HORIZON
-            except (TransientError, *REFUSALS) as exc:
+            except WAITED_OUT as exc:
                 self._wait_after_error("transient", exc)
         return None
 
@@ -153,7 +153,7 @@ class Prefetcher:
             self._metrics.record_trimmed(self._stream, self._shard_id)
             reader.close()
             return self._open_with_retry(TRIM_HORIZON)
-        except (TransientError, *REFUSALS) as exc:
+        except WAITED_OUT as exc:
             self._wait_after_error("transient", exc)
             return reader
         self._backoff.reset()

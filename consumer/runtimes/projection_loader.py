@@ -8,10 +8,10 @@ from typing import Any
 
 from consumer.config import ProjectionSettings
 from consumer.errors import ConfigError
-from projections.projection import Projection, Resources
+from projections.projection import Projection, ProjectionFactory, Resources
 
 
-def load_class(path: str, where: str) -> type:
+def load_class(path: str, where: str) -> ProjectionFactory:
     """Import `module:Class`; a ConfigError names the setting `where` when it fails."""
     module_name, _, class_name = path.partition(":")
     if not module_name or not class_name:
@@ -21,9 +21,10 @@ def load_class(path: str, where: str) -> type:
     except ImportError as exc:
         raise ConfigError(f"{where}: cannot import module {module_name!r}: {exc}") from exc
     try:
-        return getattr(module, class_name)
+        found: ProjectionFactory = getattr(module, class_name)
     except AttributeError:
         raise ConfigError(f"{where}: module {module_name!r} has no {class_name!r}") from None
+    return found
 
 
 def load_inner_projection(

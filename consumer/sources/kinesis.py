@@ -36,7 +36,7 @@ class KinesisSource:
         fast_get_records.install(client)
         self._client = client
         # Both identify the stream; the API wants exactly one of them.
-        self._stream = {"StreamARN": stream_arn} if stream_arn else {"StreamName": stream_name}
+        self._stream = {"StreamARN": stream_arn} if stream_arn else {"StreamName": str(stream_name)}
         self._stream_id = str(stream_name or stream_arn)
         self._max_records = max_records
         self._min_interval = min_interval_seconds

@@ -28,8 +28,8 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from consumer.aws_errors import (
+    AWS_CALL_ERRORS,
     CONDITION_FAILED,
-    NETWORK_ERRORS,
     RESOURCE_NOT_FOUND,
     SINK_TRANSIENT_CODES,
     error_code,
@@ -187,7 +187,7 @@ class DynamoDBSink:
         """One conditional UpdateItem; False when the guard says the change is stale."""
         try:
             self.client.update_item(**self.request(update))
-        except (ClientError, *NETWORK_ERRORS) as error:
+        except AWS_CALL_ERRORS as error:
             if isinstance(error, ClientError) and error_code(error) == CONDITION_FAILED:
                 return False
             raise self._classify(error, update) from error
@@ -216,7 +216,7 @@ class DynamoDBSink:
         serialize = self._serializer.serialize
         names = {"#g": update.guard}
         try:
-            values = {":p": {"S": update.position}}
+            values: dict[str, Any] = {":p": {"S": update.position}}
             sets = ["#g = :p"]
             for i, (attribute, value) in enumerate(update.assign.items()):
                 names[f"#a{i}"] = attribute
