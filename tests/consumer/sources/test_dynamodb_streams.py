@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +9,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from consumer.aws import make_client
+from consumer.aws import Pacer, make_client
 from consumer.errors import ConfigError, ThrottledError, TransientError, TrimmedDataError
 from consumer.record import RawRecord
 from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
@@ -19,6 +18,7 @@ from consumer.sources.reader import Batch
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import free_port
 from tests.support.canned import inject_response, inject_responses
+from tests.support.clock import ManualClock
 from tests.support.streams import dynamodb_table_with_stream
 
 pytestmark = pytest.mark.integration
@@ -177,10 +177,14 @@ def test_list_shards_follows_pages_with_lineage_at_a_bounded_rate(
     ]
     client = source._client
     requests = inject_responses(client, "DescribeStream", [(200, page) for page in pages])
+    # The source's DescribeStream pacer, on a clock that moves only when it sleeps: the
+    # spacing is exact whatever the machine's load.
+    clock = ManualClock()
+    source._describe_pacer = Pacer(0.1, clock=clock.now, sleep=clock.sleep)
     call_times: list[float] = []
     client.meta.events.register(
         "before-call.dynamodb-streams.DescribeStream",
-        lambda **_: call_times.append(time.monotonic()),
+        lambda **_: call_times.append(clock.now()),
     )
 
     shards = source.list_shards()
@@ -193,7 +197,7 @@ def test_list_shards_follows_pages_with_lineage_at_a_bounded_rate(
     first, second = requests
     assert first == {"StreamArn": arn, "Limit": 2}
     assert second == {"StreamArn": arn, "Limit": 2, "ExclusiveStartShardId": b}
-    assert call_times[1] - call_times[0] >= 0.099
+    assert call_times[1] - call_times[0] == pytest.approx(0.1)
 
 
 def test_shard_end_when_get_records_returns_no_next_iterator(
