@@ -15,6 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from consumer.observability.lag import ShardLag
+
 PREFIX = "stream_projector_"
 
 SHARD_STATES = ("waiting_parent", "running", "stalled", "finished")
@@ -40,14 +42,29 @@ class Metrics:
         self._lock = threading.Lock()
         self._states: dict[tuple[str, str], str] = {}
         self._stall_reasons: dict[tuple[str, str], str] = {}
-        self._ages: dict[tuple[str, str], float] = {}
+        self._lags: dict[tuple[str, str], ShardLag] = {}
         r = self.registry
         shard_labels = ("stream", "shard")
 
         self.iterator_age = Gauge(
             f"{PREFIX}iterator_age_seconds",
-            "Age of the newest record of the last GetRecords of a shard, measured at fetch time "
-            "(now minus its arrival/approximate creation time); 0 when the shard is caught up.",
+            "How far behind the stream a shard's applied state is, measured where records are "
+            "applied: the age of the oldest record fetched and not yet checkpointed while one "
+            "waits, else of the last record of the last checkpointed batch at its checkpoint; "
+            "0 once GetRecords finds nothing more.",
+            shard_labels,
+            registry=r,
+        )
+        self.get_records_iterator_age = Gauge(
+            f"{PREFIX}get_records_iterator_age_seconds",
+            "Age of the newest record of the shard's last GetRecords at fetch time (now minus "
+            "its arrival/approximate creation time); 0 when it returned nothing.",
+            shard_labels,
+            registry=r,
+        )
+        self.records_pending = Gauge(
+            f"{PREFIX}records_pending",
+            "Records of a shard fetched and not yet checkpointed (prefetched or being applied).",
             shard_labels,
             registry=r,
         )
@@ -110,7 +127,8 @@ class Metrics:
         )
         self.last_checkpoint = Gauge(
             f"{PREFIX}last_checkpoint_timestamp_seconds",
-            "Unix time of the last checkpoint written for a shard, in seconds.",
+            "Unix time of the last checkpoint written for a shard, or of when this worker "
+            "started reading it, in seconds.",
             shard_labels,
             registry=r,
         )
@@ -133,6 +151,8 @@ class Metrics:
         )
         self._per_shard: tuple[Any, ...] = (
             self.iterator_age,
+            self.get_records_iterator_age,
+            self.records_pending,
             self.millis_behind_latest,
             self.records_fetched,
             self.get_records_throttles,
@@ -156,16 +176,19 @@ class Metrics:
         newest_arrival: float | None,
         millis_behind_latest: int | None,
         seconds: float,
+        oldest_arrival: float | None = None,
     ) -> None:
-        """Record one GetRecords: its latency, record count, and the shard's iterator age."""
+        """Record one GetRecords: its latency, its records (now pending until their checkpoint),
+        and the fetch-side age. `oldest_arrival` defaults to `newest_arrival`."""
         if records == 0 or newest_arrival is None:
-            age = 0.0
+            fetch_age = 0.0
         else:
             # Clock skew between the stream and this host must not show as negative lag.
-            age = max(0.0, self._clock() - newest_arrival)
+            fetch_age = max(0.0, self._clock() - newest_arrival)
+        oldest = newest_arrival if oldest_arrival is None else oldest_arrival
         with self._lock:
-            self._ages[(stream, shard)] = age
-            self.iterator_age.labels(stream, shard).set(age)
+            self._lag(stream, shard).fetched(records, oldest, newest_arrival)
+            self.get_records_iterator_age.labels(stream, shard).set(fetch_age)
             if millis_behind_latest is not None:
                 self.millis_behind_latest.labels(stream, shard).set(millis_behind_latest)
             self.records_fetched.labels(stream, shard).inc(records)
@@ -173,6 +196,27 @@ class Metrics:
             self.get_records_throttles.labels(stream, shard)
             self.data_lost.labels(stream, shard)
         self.get_records_duration.labels(stream).observe(seconds)
+
+    def _lag(self, stream: str, shard: str) -> ShardLag:
+        """The shard's lag, created with its two gauges, read at scrape time; lock held."""
+        key = (stream, shard)
+        lag = self._lags.get(key)
+        if lag is None:
+            lag = self._lags[key] = ShardLag()
+            # Computed at each scrape: the age of a waiting record grows while it waits.
+            self.iterator_age.labels(stream, shard).set_function(lambda: self._age(key))
+            self.records_pending.labels(stream, shard).set_function(lambda: self._pending(key))
+        return lag
+
+    def _age(self, key: tuple[str, str]) -> float:
+        with self._lock:
+            lag = self._lags.get(key)
+            return lag.age(self._clock()) if lag is not None else 0.0
+
+    def _pending(self, key: tuple[str, str]) -> float:
+        with self._lock:
+            lag = self._lags.get(key)
+            return float(lag.pending) if lag is not None else 0.0
 
     def record_throttle(self, stream: str, shard: str) -> None:
         """Count a GetRecords refused for exceeding the shard's read limits."""
@@ -210,10 +254,22 @@ class Metrics:
         """Count one retry of `kind` (transient, poison, throttle, expired_iterator, lease)."""
         self.retries.labels(kind).inc()
 
-    def record_checkpoint(self, stream: str, shard: str) -> None:
-        """Stamp the time of a checkpoint written for the shard."""
+    def reading_started(self, stream: str, shard: str) -> None:
+        """A consumer starts on the shard: running, and its checkpoint clock starts now (so a
+        shard stuck before its first checkpoint shows as stuck too)."""
+        self.set_shard_state(stream, shard, "running")
         with self._lock:
             self.last_checkpoint.labels(stream, shard).set(self._clock())
+
+    def record_checkpoint(self, stream: str, shard: str) -> None:
+        """Stamp the time of a checkpoint written for the shard: the oldest page fetched is
+        applied (checkpoints follow pages in order), which sets the shard's iterator age."""
+        with self._lock:
+            now = self._clock()
+            self.last_checkpoint.labels(stream, shard).set(now)
+            lag = self._lags.get((stream, shard))
+            if lag is not None:
+                lag.applied(now)
 
     def set_shard_state(self, stream: str, shard: str, state: str, reason: str = "") -> None:
         """Set a shard's state; the `shards{state}` gauge counts shards per state.
@@ -250,7 +306,7 @@ class Metrics:
                 # Older prometheus-client versions raise KeyError for an absent label set.
                 with contextlib.suppress(KeyError):
                     metric.remove(stream, shard)
-            self._ages.pop((stream, shard), None)
+            self._lags.pop((stream, shard), None)
             self._stall_reasons.pop((stream, shard), None)
             if self._states.pop((stream, shard), None) is not None:
                 self._publish_states()
@@ -258,10 +314,13 @@ class Metrics:
     def shard_snapshot(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Iterator age and state of every shard known, keyed by (stream, shard), for `status`."""
         with self._lock:
-            keys = set(self._ages) | set(self._states)
+            now = self._clock()
+            keys = set(self._lags) | set(self._states)
             return {
                 key: {
-                    "iterator_age_seconds": self._ages.get(key),
+                    "iterator_age_seconds": (
+                        self._lags[key].age(now) if key in self._lags else None
+                    ),
                     "state": self._states.get(key),
                 }
                 for key in sorted(keys)

@@ -158,14 +158,14 @@ class Prefetcher:
             return reader
         self._backoff.reset()
         raws = list(page.records)
-        newest = raws[-1].approximate_arrival if raws else None
         self._metrics.record_fetch(
             self._stream,
             self._shard_id,
             len(raws),
-            newest,
+            raws[-1].approximate_arrival if raws else None,
             page.millis_behind_latest,
             time.monotonic() - began,
+            oldest_arrival=raws[0].approximate_arrival if raws else None,
         )
         batch = decode_page(self._decoder, self._shard_id, raws)
         batch.shard_end = page.shard_end

@@ -122,7 +122,7 @@ class ShardConsumer:
 
     def _run(self) -> None:
         bind_thread(stream=self.stream, shard=self.shard_id)
-        self._metrics.set_shard_state(self.stream, self.shard_id, "running")
+        self._metrics.reading_started(self.stream, self.shard_id)
         self._prefetcher.start()
         try:
             self.exit = self._loop()

@@ -74,6 +74,7 @@ class Worker:
         self._initial_checkpoint = initial_checkpoint
         self._timings = timings
         self._consumers: dict[str, ShardConsumer] = {}
+        self._waiting: set[str] = set()  # held, with a parent not finished yet
         self._children: list[ShardInfo] = []
         self._children_lock = threading.Lock()
         self._sync_now = threading.Event()
@@ -153,7 +154,12 @@ class Worker:
                 consumer.lease_lost()
         # Read the leases again after reaping: a consumer that reached SHARD_END after the
         # first read would otherwise be restarted from that read's older checkpoint.
-        for shard_id, lease in self._coordinator.held().items():
+        held = self._coordinator.held()
+        for shard_id in self._waiting - held.keys():
+            # Lost (or released) while it waited for its parents: it is no longer ours.
+            self._waiting.discard(shard_id)
+            self._metrics.forget_shard(self.stream, shard_id)
+        for shard_id, lease in held.items():
             if shard_id in self._consumers or shard_id in reaped:
                 continue
             if lease.finished:
@@ -161,8 +167,10 @@ class Worker:
                 self._coordinator.release(shard_id)
                 continue
             if not self._coordinator.parents_done(shard_id):
+                self._waiting.add(shard_id)
                 self._metrics.set_shard_state(self.stream, shard_id, "waiting_parent")
                 continue
+            self._waiting.discard(shard_id)
             consumer = self._make_consumer(lease, self._on_shard_end)
             self._consumers[shard_id] = consumer
             log.info("starting shard", shard=shard_id, checkpoint=lease.checkpoint)
@@ -212,9 +220,10 @@ class Worker:
                 )
                 consumer.abandon()
                 consumer.join(1.0)
-        for shard_id in list(self._consumers):
+        for shard_id in [*self._consumers, *self._waiting]:
             self._metrics.forget_shard(self.stream, shard_id)
         self._consumers.clear()
+        self._waiting.clear()
         self._coordinator.release_all()
         self._metrics.set_leases_held(0)
         log.info("worker stopped")

@@ -68,6 +68,8 @@ def test_dashboard_covers_lag_throughput_outcomes_errors_leases_and_latency() ->
 
     assert {
         "stream_projector_iterator_age_seconds",
+        "stream_projector_get_records_iterator_age_seconds",
+        "stream_projector_records_pending",
         "stream_projector_records_total",
         "stream_projector_retries_total",
         "stream_projector_dead_letters_total",

@@ -18,6 +18,8 @@ from tests.fixtures.servers import wait_until
 
 NOW = 1_700_000_000.0
 AGE = "stream_projector_iterator_age_seconds"
+FETCH_AGE = "stream_projector_get_records_iterator_age_seconds"
+PENDING = "stream_projector_records_pending"
 BEHIND = "stream_projector_millis_behind_latest"
 GET_RECORDS_COUNT = "stream_projector_get_records_duration_seconds_count"
 
@@ -50,6 +52,8 @@ def test_every_metric_has_the_prefix_a_help_text_and_its_documented_labels(
 ) -> None:
     expected = {
         "stream_projector_iterator_age_seconds": ("gauge", {"stream", "shard"}),
+        "stream_projector_get_records_iterator_age_seconds": ("gauge", {"stream", "shard"}),
+        "stream_projector_records_pending": ("gauge", {"stream", "shard"}),
         "stream_projector_millis_behind_latest": ("gauge", {"stream", "shard"}),
         "stream_projector_get_records_duration_seconds": ("histogram", {"stream"}),
         "stream_projector_records_fetched": ("counter", {"stream", "shard"}),
@@ -89,19 +93,44 @@ def test_every_metric_has_the_prefix_a_help_text_and_its_documented_labels(
     assert {name for name in found if not name.endswith("_created")} == set(expected)
 
 
-def test_iterator_age_is_now_minus_the_newest_arrival_and_zero_once_caught_up(
-    metrics: Metrics,
-) -> None:
-    metrics.record_fetch("orders", "shard-1", 10, NOW - 42.5, None, 0.01)
-    assert value(metrics, AGE, stream="orders", shard="shard-1") == 42.5
+def test_iterator_age_is_the_oldest_unapplied_record_and_grows_while_it_waits() -> None:
+    now = [NOW]
+    metrics = Metrics(clock=lambda: now[0])
+    metrics.record_fetch("orders", "shard-1", 10, NOW - 10, None, 0.01, oldest_arrival=NOW - 40)
+    assert value(metrics, AGE, stream="orders", shard="shard-1") == 40
+    assert value(metrics, PENDING, stream="orders", shard="shard-1") == 10
+    # The fetch-side age is the newest record's, at fetch time: it does not grow.
+    assert value(metrics, FETCH_AGE, stream="orders", shard="shard-1") == 10
+
+    now[0] += 5
+    # GetRecords found nothing more: the fetch side is caught up, the records still wait.
+    metrics.record_fetch("orders", "shard-1", 0, None, None, 0.01)
+    assert value(metrics, FETCH_AGE, stream="orders", shard="shard-1") == 0
+    assert value(metrics, AGE, stream="orders", shard="shard-1") == 45
+    assert value(metrics, PENDING, stream="orders", shard="shard-1") == 10
+
+
+def test_iterator_age_at_a_checkpoint_is_its_last_record_and_zero_once_caught_up() -> None:
+    now = [NOW]
+    metrics = Metrics(clock=lambda: now[0])
+    metrics.record_fetch("orders", "shard-1", 3, NOW - 20, None, 0.01, oldest_arrival=NOW - 30)
+    metrics.record_fetch("orders", "shard-1", 2, NOW - 5, None, 0.01, oldest_arrival=NOW - 10)
+    assert value(metrics, PENDING, stream="orders", shard="shard-1") == 5
+
+    now[0] += 2
+    metrics.record_checkpoint("orders", "shard-1")  # the first page is applied
+    assert value(metrics, AGE, stream="orders", shard="shard-1") == 12  # the second waits
+    assert value(metrics, PENDING, stream="orders", shard="shard-1") == 2
+
+    now[0] += 1
+    metrics.record_checkpoint("orders", "shard-1")
+    now[0] += 30
+    # The age of the batch's last record when its checkpoint was written, not growing.
+    assert value(metrics, AGE, stream="orders", shard="shard-1") == 8
+    assert value(metrics, PENDING, stream="orders", shard="shard-1") == 0
 
     metrics.record_fetch("orders", "shard-1", 0, None, None, 0.01)
-    assert value(metrics, AGE, stream="orders", shard="shard-1") == 0.0
-
-
-def test_iterator_age_never_goes_negative_when_the_stream_clock_is_ahead(metrics: Metrics) -> None:
-    metrics.record_fetch("orders", "shard-1", 1, NOW + 3, None, 0.01)
-    assert value(metrics, AGE, stream="orders", shard="shard-1") == 0.0
+    assert value(metrics, AGE, stream="orders", shard="shard-1") == 0
 
 
 def test_fetch_counts_records_latency_and_millis_behind_latest_only_when_given(
@@ -280,5 +309,16 @@ def test_real_prometheus_sees_iterator_age_per_shard_and_zero_after_catch_up(
     assert all(age >= 100 for age in lag_per_shard().values())
 
     for shard in shards:
+        metrics.record_checkpoint("orders", shard)
         metrics.record_fetch("orders", shard, 0, None, None, 0.01)
     wait_until(lambda: lag_per_shard() == dict.fromkeys(shards, 0.0), timeout=30, what="caught up")
+
+
+def test_a_shard_starts_its_checkpoint_clock_when_reading_starts() -> None:
+    now = [NOW]
+    metrics = Metrics(clock=lambda: now[0])
+    metrics.reading_started("orders", "shard-1")
+    name = "stream_projector_last_checkpoint_timestamp_seconds"
+    # A shard stuck before its first checkpoint is measured from when it was taken.
+    assert value(metrics, name, stream="orders", shard="shard-1") == NOW
+    assert value(metrics, "stream_projector_shards", state="running") == 1

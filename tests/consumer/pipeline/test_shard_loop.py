@@ -1,17 +1,21 @@
-"""The shard loop against moto's DynamoDB Streams: fencing and bounded prefetch."""
+"""The shard loop against moto's DynamoDB Streams: fencing, bounded prefetch, and the metrics
+that follow a shard: lag where records are applied, and no series left once it is gone."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 
 from consumer.config import Settings, load_settings
-from consumer.errors import LeaseLostError
+from consumer.errors import LeaseLostError, TransientError
 from consumer.leases.lease import Lease
 from consumer.leases.store import DynamoDBLeaseStore
+from consumer.record import ChangeRecord
+from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
+from projections.projection import Outcome
 from tests.fixtures.servers import wait_until
 from tests.support.collecting import CollectingProjection
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
@@ -172,3 +176,117 @@ def test_prefetch_is_bounded_while_a_batch_is_stuck(
         projection.gate.set()
         wait_caught_up(daemon)
     assert projection.applied == list(range(200))
+
+
+def sample(daemon: Any, name: str, **labels: str) -> float | None:
+    value = daemon.metrics.registry.get_sample_value(name, labels or None)
+    return None if value is None else float(value)
+
+
+def test_iterator_age_is_measured_where_records_are_applied(
+    aws_client: Callable[..., Any], unique_name: Callable[[str], str], source_table: str
+) -> None:
+    """The case fetch-time age missed: records fetched at once, then waiting behind a slow
+    batch, read 0 at fetch time while nothing was applied."""
+    dynamodb = aws_client("dynamodb")
+    settings = settings_for(source_table, unique_name("app"))
+    projection = CollectingProjection()
+    with daemon_thread(settings, projections=[projection]) as daemon:
+        write_items(dynamodb, source_table, range(0, 3))
+        wait_caught_up(daemon)
+        (shard_id,) = daemon.worker.running_shards()
+        labels = {"stream": daemon.worker.stream, "shard": shard_id}
+        projection.gate.clear()
+        projection.entered.clear()
+        write_items(dynamodb, source_table, range(3, 6))
+        wait_until(projection.entered.is_set, timeout=30, what="batch in flight")
+
+        def waiting_and_visible() -> bool:
+            fetch_age = sample(
+                daemon, "stream_projector_get_records_iterator_age_seconds", **labels
+            )
+            age = sample(daemon, "stream_projector_iterator_age_seconds", **labels) or 0.0
+            pending = sample(daemon, "stream_projector_records_pending", **labels)
+            # GetRecords is caught up (0) while the records wait: the age keeps growing.
+            return fetch_age == 0.0 and pending == 3 and age >= 1.5
+
+        wait_until(waiting_and_visible, timeout=30, what="age growing while records wait")
+        projection.gate.set()
+        wait_until(
+            lambda: (
+                sample(daemon, "stream_projector_records_pending", **labels) == 0
+                and sample(daemon, "stream_projector_iterator_age_seconds", **labels) == 0.0
+            ),
+            timeout=30,
+            what="applied and caught up",
+        )
+    assert projection.applied == list(range(6))
+
+
+def test_a_lease_lost_while_waiting_for_its_parent_leaves_no_series(
+    aws_client: Callable[..., Any], unique_name: Callable[[str], str], source_table: str
+) -> None:
+    dynamodb = aws_client("dynamodb")
+    # Failover far beyond the test: neither lease is taken over meanwhile.
+    settings = settings_for(source_table, unique_name("app"), leases={"failover_seconds": 300})
+    store = DynamoDBLeaseStore(dynamodb, settings.lease_table)
+    store.ensure_table()
+    (shard,) = DynamoDBStreamsSource(
+        aws_client("dynamodbstreams"), dynamodb, table_name=source_table
+    ).list_shards()
+    # The shard's parent is another worker's and unfinished, so the shard must wait for it.
+    store.create_if_absent(Lease("ghost-parent", lease_owner="other", lease_counter=1))
+    store.create_if_absent(Lease(shard.shard_id, parent_shard_ids=frozenset({"ghost-parent"})))
+    with daemon_thread(settings, projections=[CollectingProjection()]) as daemon:
+        wait_until(
+            lambda: sample(daemon, "stream_projector_shards", state="waiting_parent") == 1,
+            timeout=30,
+            what="the shard waiting for its parent",
+        )
+        steal(store, shard.shard_id, "thief")
+        wait_until(
+            lambda: sample(daemon, "stream_projector_lease_events_total", kind="lost") == 1,
+            timeout=30,
+            what="the lease lost",
+        )
+        wait_until(
+            lambda: sample(daemon, "stream_projector_shards", state="waiting_parent") == 0,
+            timeout=10,
+            what="the waiting shard forgotten",
+        )
+        assert daemon.metrics.shard_snapshot() == {}
+
+
+class DownSink:
+    """A projection whose sink is down for as long as the test wants: the shard stalls."""
+
+    name = "down"
+
+    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+        raise TransientError("sink down")
+
+
+def test_a_stalled_shard_that_loses_its_lease_leaves_no_series(
+    aws_client: Callable[..., Any], unique_name: Callable[[str], str], source_table: str
+) -> None:
+    dynamodb = aws_client("dynamodb")
+    settings = settings_for(source_table, unique_name("app"), leases={"failover_seconds": 300})
+    store = DynamoDBLeaseStore(dynamodb, settings.lease_table)
+    with daemon_thread(settings, projections=[DownSink()]) as daemon:
+        write_items(dynamodb, source_table, range(0, 3))
+        wait_until(
+            lambda: sample(daemon, "stream_projector_shards", state="stalled") == 1,
+            timeout=30,
+            what="the shard stalled",
+        )
+        (shard_id,) = daemon.worker.running_shards()
+        assert "sink down" in daemon.readiness()[1]
+        steal(store, shard_id, "thief")
+
+        def gone() -> bool:
+            text = generate_latest(daemon.metrics.registry).decode()
+            return f'shard="{shard_id}"' not in text
+
+        wait_until(gone, timeout=30, what="every series of the shard removed")
+        assert sample(daemon, "stream_projector_shards", state="stalled") == 0
+        assert "stalled" not in daemon.readiness()[1]
