@@ -90,3 +90,38 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "application = [unclosed"))
+
+
+def test_a_misspelled_key_is_named_with_the_nearest_one_and_never_its_value(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL + '[postgres]\ndns = "postgresql://u:Pa55-w0rd@db/shop"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    message = str(raised.value)
+    assert "postgres.dns: unknown setting; did you mean postgres.dsn?" in message
+    assert "Pa55-w0rd" not in message and "db/shop" not in message
+
+
+def test_a_secret_setting_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL + "[postgres]\ndsn = ['postgresql://u:Pa55-w0rd@db/shop']\n")
+    with pytest.raises(ConfigError, match=r"postgres\.dsn: Input should be a valid string") as e:
+        load_settings(path)
+    assert "Pa55-w0rd" not in str(e.value) and "got" not in str(e.value)
+
+
+def test_an_unknown_key_far_from_any_lists_the_valid_ones(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL + "[http]\nzzz = 1\n")
+    with pytest.raises(ConfigError, match=r"http\.zzz: unknown setting; expected one of heart"):
+        load_settings(path)
+
+
+def test_the_worker_id_is_drawn_once(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL)
+    settings = load_settings(path)
+    assert settings.worker_id and settings.worker_id == settings.worker_id
+    assert load_settings(path).worker_id != settings.worker_id  # another process, another id

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from consumer.cli.failures import EXIT_FAILURE, EXIT_USAGE
+from consumer.cli.failures import DEBUG_ENV, EXIT_FAILURE, EXIT_USAGE
 from consumer.demo.trip_saga import create_trip_table
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import ROOT, free_port
@@ -309,3 +309,30 @@ def test_debug_shows_the_traceback(world: dict[str, str], tmp_path: Path) -> Non
     done = run_case(debug, world, tmp_path)
     assert done.returncode == EXIT_FAILURE
     assert b"Traceback" in done.stderr and b"ConfigError" in done.stderr
+
+
+def test_the_kcl_processor_fails_in_one_line_and_shows_the_traceback_when_asked() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("STREAM_PROJECTOR_CONFIG", None)
+    env.pop(DEBUG_ENV, None)
+
+    def kcl(**extra: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "consumer.runtimes.kcl"],
+            env={**env, **extra},
+            input=b"",
+            capture_output=True,
+            timeout=TIME_BOUND_SECONDS,
+            check=False,
+        )
+
+    done = kcl()
+    assert done.returncode == EXIT_FAILURE
+    assert done.stderr.decode().splitlines() == [
+        "stream-projector kcl: error: STREAM_PROJECTOR_CONFIG: set it to the path of the TOML "
+        "configuration file"
+    ]
+    assert done.stdout == b""  # stdout is the MultiLang protocol's channel
+    debug = kcl(**{DEBUG_ENV: "1"})
+    assert debug.returncode == EXIT_FAILURE
+    assert b"Traceback" in debug.stderr and b"ConfigError" in debug.stderr
