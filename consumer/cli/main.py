@@ -54,10 +54,12 @@ def main(debug: bool) -> None:
 def run(config_path: Path, log_level: str) -> None:
     """Run the daemon until SIGTERM/SIGINT, then stop gracefully and release leases."""
     from consumer.runtimes.daemon import build_daemon, install_signal_handlers, run_daemon
+    from consumer.runtimes.garbage_collector import tune_for_throughput
 
     settings = _settings(config_path)
     _setup_logging(settings, log_level)
     daemon = build_daemon(settings)
+    tune_for_throughput()
     stop = threading.Event()
     install_signal_handlers(stop)
     sys.exit(run_daemon(daemon, stop))
