@@ -19,10 +19,12 @@ process and of the moto server. The two read models are compared on the business
 write (`same read model: True/False`); `updated_at` differs by design (the tutorial stamps
 the wall clock, the daemon the change's creation time) and the guards are B's alone.
 
-Run: `python -m bench end_to_end [--changes N --trips K --extra-latency-ms L --json]`.
-`--extra-latency-ms` sleeps before every AWS request of both sides (the same `before-send`
-hook as bench/dynamodb_sink_bench.py) to stand for a round trip to the real service; the
-output labels it as simulated.
+Run: `python -m bench end_to_end [--changes N --trips K --proxy-latency-ms L --json]`.
+`--proxy-latency-ms` puts bench/latency_proxy.py (its own process, no CPU work) between both
+sides and moto, so every AWS call waits L ms more without costing the client CPU: the network
+to the real service. `--extra-latency-ms` instead sleeps in the client before every request
+(the same `before-send` hook as bench/dynamodb_sink_bench.py). The output labels both as
+simulated. Per side it also prints the client's CPU microseconds per record.
 """
 
 from __future__ import annotations
@@ -39,18 +41,20 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
 import structlog
 from boto3.dynamodb.types import TypeDeserializer
 
+from bench import latency_proxy
 from bench.dynamodb_sink_bench import start_moto
+from bench.processes import PerRecord, cpu_seconds, stop
 from consumer.aws import make_client
 from consumer.config import load_settings
 from consumer.demo.trip_saga import create_trip_table
 from consumer.runtimes.daemon import build_daemon, run_daemon
+from consumer.runtimes.garbage_collector import tune_for_throughput
 from consumer.sources.attribute_values import to_image
 from projections.scenarios.trip_search import COMPONENTS, create_table
 
@@ -169,16 +173,13 @@ class CallLog:
 
 def server_cpu(pid: int | None) -> float:
     """CPU seconds (user + system) the moto server process has used; 0 when not ours."""
-    if pid is None:
-        return 0.0
-    # /proc/<pid>/stat: fields 14 and 15 (utime, stime) are the 12th and 13th after "(comm)".
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0 if pid is None else cpu_seconds(pid)
 
 
 @dataclass
-class Result:
-    """One side's figures."""
+class Result(PerRecord):
+    """One side's figures; rate is records per wall-clock second, start to caught up, and
+    CPU is this process's (the client's: moto runs apart)."""
 
     name: str
     records: int
@@ -188,11 +189,6 @@ class Result:
     read_model_updates: int
     other_calls: dict[str, int]
     stop_seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        """Records per wall-clock second, start to caught up."""
-        return self.records / self.seconds if self.seconds else float("inf")
 
 
 class Clock:
@@ -335,6 +331,7 @@ def run_projector(
         ],
     )
     daemon = build_daemon(settings)
+    tune_for_throughput()  # as `stream-projector run` does once start-up is done
     calls = CallLog(search_table)
     for service in ("dynamodb", "dynamodbstreams"):
         calls.watch(daemon.resources.aws_client(service), latency_ms)
@@ -393,13 +390,18 @@ def business_view(client: Any, table: str) -> dict[str, dict[str, str]]:
 # -- the report -------------------------------------------------------------------------------
 
 
+def latency_label(args: argparse.Namespace) -> str:
+    """What latency the run added, if any."""
+    if args.proxy_latency_ms:
+        return f"{args.proxy_latency_ms:g} ms SIMULATED latency per AWS call (latency proxy)"
+    if args.extra_latency_ms:
+        return f"{args.extra_latency_ms:g} ms SIMULATED latency per AWS request (sleep, both sides)"
+    return "no added latency (moto on loopback)"
+
+
 def report_lines(args: argparse.Namespace, a: Result, b: Result, same: bool) -> list[str]:
     """The human-readable report: one column per side and the ratio B/A."""
-    latency = (
-        f"{args.extra_latency_ms:g} ms SIMULATED latency per AWS request (sleep, both sides)"
-        if args.extra_latency_ms
-        else "no added latency (moto on loopback)"
-    )
+    latency = latency_label(args)
 
     def row(label: str, x: float, y: float, fmt: str) -> str:
         ratio = f"{y / x:.2f}x" if x else "-"
@@ -416,6 +418,7 @@ def report_lines(args: argparse.Namespace, a: Result, b: Result, same: bool) -> 
         row("records/s", a.rate, b.rate, ",.0f"),
         row("UpdateItem calls on the read model", a.read_model_updates, b.read_model_updates, "d"),
         row("CPU s, this process", a.cpu_seconds, b.cpu_seconds, ".2f"),
+        row("client CPU us/record", a.cpu_us_per_record, b.cpu_us_per_record, ",.0f"),
         row("CPU s, moto server", a.server_cpu_seconds, b.server_cpu_seconds, ".2f"),
         f"  other AWS calls A: {others(a)}",
         f"  other AWS calls B: {others(b)}",
@@ -429,7 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench end_to_end", description=__doc__.split("\n")[0])
     parser.add_argument("--changes", type=int, default=3000, help="stream records to project")
     parser.add_argument("--trips", type=int, default=300, help="distinct trips (3 items each)")
-    parser.add_argument("--extra-latency-ms", type=float, default=0.0)
+    parser.add_argument("--extra-latency-ms", type=float, default=0.0, help="sleep per request")
+    parser.add_argument(
+        "--proxy-latency-ms", type=float, default=0.0, help="latency proxy delay per call"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="B's limit, seconds")
     parser.add_argument("--endpoint-url", help="use this moto endpoint instead of starting one")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
@@ -440,9 +446,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(name, "bench")
 
+    if args.proxy_latency_ms and args.extra_latency_ms:
+        parser.error("choose one of --proxy-latency-ms and --extra-latency-ms")
     process, endpoint = (None, args.endpoint_url) if args.endpoint_url else start_moto()
     pid = process.pid if process is not None else None
+    proxy, sides_endpoint = None, endpoint
     try:
+        if args.proxy_latency_ms:
+            proxy, sides_endpoint = latency_proxy.start(endpoint, args.proxy_latency_ms)
         client = make_client("dynamodb", region=REGION, endpoint_url=endpoint)
         suffix = uuid.uuid4().hex[:6]
         trip_table = f"TripTable-{suffix}"
@@ -453,16 +464,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_changes(client, trip_table, make_changes(args.changes, args.trips))
         arn = client.describe_table(TableName=trip_table)["Table"]["LatestStreamArn"]
 
-        a = run_tutorial(endpoint, arn, search_a, args.changes, args.extra_latency_ms, pid)
+        a = run_tutorial(sides_endpoint, arn, search_a, args.changes, args.extra_latency_ms, pid)
         b = run_projector(
-            endpoint, trip_table, search_b, args.changes, args.extra_latency_ms, pid, args.timeout
+            sides_endpoint,
+            trip_table,
+            search_b,
+            args.changes,
+            args.extra_latency_ms,
+            pid,
+            args.timeout,
         )
         view_a, view_b = business_view(client, search_a), business_view(client, search_b)
         same = view_a == view_b
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=10)
+        for child in (proxy, process):
+            if child is not None:
+                stop(child)
 
     if args.json:
         print(
@@ -471,8 +488,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "changes": args.changes,
                     "trips": args.trips,
                     "simulated_latency_ms": args.extra_latency_ms,
-                    "A": {**asdict(a), "records_per_s": a.rate},
-                    "B": {**asdict(b), "records_per_s": b.rate},
+                    "proxy_latency_ms": args.proxy_latency_ms,
+                    "A": {
+                        **asdict(a),
+                        "records_per_s": a.rate,
+                        "cpu_us_per_record": a.cpu_us_per_record,
+                    },
+                    "B": {
+                        **asdict(b),
+                        "records_per_s": b.rate,
+                        "cpu_us_per_record": b.cpu_us_per_record,
+                    },
                     "speedup_b_over_a": b.rate / a.rate,
                     "documents": [len(view_a), len(view_b)],
                     "same_read_model": same,

@@ -1,0 +1,490 @@
+"""Kinesis JSON to PostgreSQL, end to end: this daemon against async-kinesis, in one run.
+
+The benchmark starts kinesis-local (Kinesis), moto (DynamoDB, for checkpoints) and a durable
+PostgreSQL server (fsync and synchronous_commit on), writes `--records` JSON events over
+`--keys` keys (versions 1, 2, ... per key, partition key = the key, so a key's versions stay
+in order in one shard) to a stream of `--shards` shards, then runs each side as a child
+process reading the stream from TRIM_HORIZON into the same guarded table (`ON CONFLICT (id)
+DO UPDATE ... WHERE t.version < EXCLUDED.version`), emptied before each side:
+
+- `daemon`: `python -m consumer run` with the JSON upsert projection below (the sink's
+  GuardedUpsert, one transaction per batch), leases and checkpoints in DynamoDB; the
+  settings' defaults otherwise.
+- `async-kinesis batched`: async-kinesis (the maintained Python peer) in its own virtualenv
+  (.bench-venvs/async-kinesis, made here from PyPI), batches of `--batch` in one
+  transaction each with psycopg's `executemany`, then a manual checkpoint (DynamoDB
+  checkpointer).
+- `async-kinesis per-record`: the same consumer, one upsert and commit per record, its own
+  checkpoints per page.
+
+Progress is read from the table: each key's stored version is the number of its events
+applied, so `sum(version)` counts the records applied by any side. A side is measured from
+its first commit (sum > 0, so start-up and imports are left out) to caught up (sum =
+records): records/s over that window, and the child's own CPU time (user + system, every
+thread, from /proc) per record over the same window. Sides alternate within each round;
+the figures are medians over `--rounds`.
+
+    python -m bench kinesis_postgres   # --records N --keys K --shards S --batch B --rounds R
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from bench.postgres_bench import COLUMNS, T0
+from bench.processes import PerRecord, cpu_seconds, stop
+from consumer.record import ChangeRecord
+from projections.projection import Outcome, Resources
+from projections.sinks.postgres import GuardedUpsert, batch_transaction
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+TABLE = "bench_kinesis_docs"
+PEER_VENV = ROOT / ".bench-venvs" / "async-kinesis"
+PEER_REQUIREMENTS = ("async-kinesis[dynamodb]==3.0.1", "psycopg[binary]>=3.1")
+PEER_SCRIPT = ROOT / "bench" / "peers" / "async_kinesis_peer.py"
+POLL_SECONDS = 0.05
+SIDES = ("daemon", "async-kinesis batched", "async-kinesis per-record")
+
+
+# -- the daemon's projection ------------------------------------------------------------------
+
+
+class JsonUpsertProjection:
+    """Each JSON event upserted as one row of `table`, guarded by its `version`."""
+
+    def __init__(self, name: str, pool: ConnectionPool, table: str = TABLE) -> None:
+        self.name = name
+        self.pool = pool
+        self.upsert = GuardedUpsert(
+            table, COLUMNS, ("id",), guard="t.version < EXCLUDED.version", position="version"
+        )
+
+    @classmethod
+    def from_config(
+        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    ) -> JsonUpsertProjection:
+        """Settings: table (default bench_kinesis_docs)."""
+        return cls(name, resources.postgres_pool(), settings.get("table", TABLE))
+
+    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+        """One guarded upsert of the batch in one transaction."""
+        rows = []
+        for record in records:
+            doc = record.new_image
+            if doc is not None:
+                rows.append(
+                    (
+                        doc["id"],
+                        doc["version"],
+                        doc["name"],
+                        doc["price"],
+                        orjson.dumps(doc).decode(),
+                        doc["updated_at"],
+                    )
+                )
+        outcome = Outcome(filtered=len(records) - len(rows))
+        if rows:
+            with batch_transaction(self.pool, what=f"projection {self.name}") as conn:
+                cur = self.upsert.execute(conn, rows)
+                written = cur.rowcount if cur is not None else 0
+            outcome.applied, outcome.stale_skipped = written, len(rows) - written
+        return outcome
+
+
+def create_table(dsn: str, table: str = TABLE) -> None:
+    """The read table, empty."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id text PRIMARY KEY, version bigint NOT NULL, name text, "
+                "price bigint, body jsonb, updated_at timestamptz)"
+            ).format(sql.Identifier(table))
+        )
+
+
+# -- the input --------------------------------------------------------------------------------
+
+
+def make_events(count: int, keys: int) -> list[dict[str, Any]]:
+    """`count` events over `keys` keys, round robin, so key k's versions are 1, 2, ..."""
+    return [
+        {
+            "id": f"item-{i % keys:07d}",
+            "version": i // keys + 1,
+            "name": f"product {i % keys}",
+            "price": 1000 + i % 997,
+            "tags": ["sale", "new"] if i % 3 else ["clearance"],
+            "description": "a small JSON document, as an application's own event would carry",
+            "updated_at": (T0 + timedelta(seconds=i)).isoformat(),
+        }
+        for i in range(count)
+    ]
+
+
+def create_stream(client: Any, name: str, shards: int) -> None:
+    """A stream of `shards` shards, active."""
+    client.create_stream(StreamName=name, ShardCount=shards)
+    client.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 150}
+    )
+
+
+def put_events(client: Any, stream: str, events: Sequence[dict[str, Any]]) -> None:
+    """PutRecords in order, 500 a call; a failed entry is retried before going on."""
+    for start in range(0, len(events), 500):
+        entries = [
+            {"Data": orjson.dumps(e), "PartitionKey": e["id"]} for e in events[start : start + 500]
+        ]
+        while entries:
+            response = client.put_records(StreamName=stream, Records=entries)
+            entries = [
+                e for e, r in zip(entries, response["Records"], strict=True) if "ErrorCode" in r
+            ]
+
+
+# -- the sides --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the servers listen."""
+
+    kinesis: str
+    dynamodb: str
+    dsn: str
+    # kinesis-local's process, whose CPU the report shows beside the client's (0: unknown).
+    kinesis_pid: int = 0
+
+
+@dataclass
+class Measured(PerRecord):
+    """One side's figures over its window (first commit to caught up); CPU is the child's."""
+
+    side: str
+    records: int
+    seconds: float
+    cpu_seconds: float
+    seconds_from_spawn: float
+    kinesis_cpu_seconds: float = 0.0
+
+
+def ensure_peer_venv(python: str = sys.executable) -> Path:
+    """The peer's virtualenv, created and installed from PyPI on first use; its python."""
+    peer_python = PEER_VENV / "bin" / "python"
+    stamp = PEER_VENV / ".installed"
+    wanted = "\n".join(PEER_REQUIREMENTS)
+    if not (stamp.exists() and stamp.read_text() == wanted):
+        subprocess.run([python, "-m", "venv", "--clear", str(PEER_VENV)], check=True)
+        subprocess.run(
+            [str(peer_python), "-m", "pip", "install", "-q", *PEER_REQUIREMENTS], check=True
+        )
+        stamp.write_text(wanted)
+    return peer_python
+
+
+def peer_versions(peer_python: Path) -> str:
+    """async-kinesis, aiobotocore and psycopg versions in the peer's virtualenv."""
+    code = (
+        "from importlib.metadata import version as v; "
+        "print(', '.join(f'{p} {v(p)}' for p in ('async-kinesis', 'aiobotocore', 'psycopg')))"
+    )
+    out = subprocess.run([str(peer_python), "-c", code], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def daemon_command(endpoints: Endpoints, stream: str, workdir: Path) -> list[str]:
+    """`python -m consumer run` with a config for this stream and table."""
+    config = workdir / f"daemon-{uuid.uuid4().hex[:6]}.toml"
+    config.write_text(
+        f"""application = "bench-kpg-{uuid.uuid4().hex[:6]}"
+[source]
+kind = "kinesis"
+stream_name = "{stream}"
+format = "json"
+[aws]
+region = "{REGION}"
+[http]
+host = "127.0.0.1"
+port = 0
+[postgres]
+dsn = "{endpoints.dsn}"
+[[projections]]
+name = "docs"
+class = "bench.kinesis_postgres_bench:JsonUpsertProjection"
+[projections.settings]
+table = "{TABLE}"
+"""
+    )
+    return [sys.executable, "-m", "consumer", "run", "--config", str(config)]
+
+
+def peer_command(
+    peer_python: Path, mode: str, endpoints: Endpoints, stream: str, batch: int
+) -> list[str]:
+    """The async-kinesis consumer in `mode` (per-record or batched)."""
+    return [
+        str(peer_python),
+        str(PEER_SCRIPT),
+        "--mode",
+        mode,
+        "--stream",
+        stream,
+        "--kinesis-endpoint",
+        endpoints.kinesis,
+        "--dynamodb-endpoint",
+        endpoints.dynamodb,
+        "--region",
+        REGION,
+        "--application",
+        f"bench-kpg-{uuid.uuid4().hex[:6]}",
+        "--dsn",
+        endpoints.dsn,
+        "--table",
+        TABLE,
+        "--batch",
+        str(batch),
+    ]
+
+
+def applied(conn: psycopg.Connection[Any]) -> int:
+    """Records applied so far: the sum of the stored versions (see the module docstring)."""
+    row = conn.execute(
+        sql.SQL("SELECT coalesce(sum(version), 0) FROM {}").format(sql.Identifier(TABLE))
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def server_cpu(endpoints: Endpoints) -> float:
+    """kinesis-local's CPU seconds so far (0 when it is not ours)."""
+    return cpu_seconds(endpoints.kinesis_pid) if endpoints.kinesis_pid else 0.0
+
+
+def measure(
+    side: str,
+    argv: list[str],
+    endpoints: Endpoints,
+    expected: int,
+    log: Path,
+    timeout: float,
+    py_spy: Path | None = None,
+) -> Measured:
+    """Run one side as a child on an empty table until every record is applied.
+
+    With `py_spy`, py-spy samples the child into that file (collapsed stacks); the figures of
+    such a run include the sampling's cost to the child and are not for comparison."""
+    create_table(endpoints.dsn)
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": endpoints.dynamodb,
+        "AWS_ENDPOINT_URL_KINESIS": endpoints.kinesis,
+    }
+    with (
+        psycopg.connect(endpoints.dsn, autocommit=True) as conn,
+        log.open("ab") as out,
+    ):
+        out.write(f"\n== {side}: {' '.join(argv)}\n".encode())
+        out.flush()
+        spawned = time.perf_counter()
+        child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        sampler = None
+        if py_spy is not None:
+            sampler = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(child.pid), "--rate", "200", "--format", "raw",
+                 "--output", str(py_spy), "--gil", "--nonblocking"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            first: tuple[float, float, int, float] | None = None
+            while True:
+                if child.poll() is not None:
+                    raise RuntimeError(f"{side} exited with {child.returncode}; see {log}")
+                now = time.perf_counter()
+                if now - spawned > timeout:
+                    raise RuntimeError(f"{side} did not catch up within {timeout:.0f} s")
+                done = applied(conn)
+                if done and first is None:
+                    first = (now, cpu_seconds(child.pid), done, server_cpu(endpoints))
+                if done >= expected and first is not None:
+                    cpu = cpu_seconds(child.pid)
+                    return Measured(side, expected - first[2], now - first[0], cpu - first[1],
+                                    now - spawned, server_cpu(endpoints) - first[3])  # fmt: skip
+                time.sleep(POLL_SECONDS)  # polling a child's progress, not synchronizing
+        finally:
+            stop(child)
+            if sampler is not None:
+                sampler.wait(timeout=30)  # it writes its file when the child exits
+
+
+# -- running it -------------------------------------------------------------------------------
+
+
+def start_servers(workdir: Path) -> tuple[list[Any], Endpoints]:
+    """kinesis-local, moto and a durable PostgreSQL; the handles to stop and the endpoints."""
+    from bench.dynamodb_sink_bench import start_moto
+    from tests.fixtures.aws import start_kinesis_local
+    from tests.fixtures.postgres import start_postgres
+
+    kinesis, kinesis_url = start_kinesis_local(workdir)
+    moto, moto_url = start_moto()
+    postgres = start_postgres(durable=True)
+    endpoints = Endpoints(kinesis_url, moto_url, postgres.dsn, kinesis.process.pid)
+    return [kinesis, moto, postgres], endpoints
+
+
+def stop_servers(handles: list[Any]) -> None:
+    """Stop what start_servers started."""
+    for handle in handles:
+        if hasattr(handle, "destroy"):
+            handle.destroy()
+        elif isinstance(handle, subprocess.Popen):
+            stop(handle)
+        else:
+            handle.stop()
+
+
+def run_rounds(
+    args: argparse.Namespace, endpoints: Endpoints, workdir: Path, peer_python: Path | None
+) -> dict[str, list[Measured]]:
+    """Write the events once, then run every side `args.rounds` times, alternating."""
+    client = boto3.client("kinesis", region_name=REGION, endpoint_url=endpoints.kinesis)
+    stream = f"bench-kpg-{uuid.uuid4().hex[:6]}"
+    create_stream(client, stream, args.shards)
+    put_events(client, stream, make_events(args.records, args.keys))
+
+    def command(side: str) -> list[str]:
+        # A new application (lease table, checkpointer) each time: every run reads it all.
+        if side == "daemon":
+            return daemon_command(endpoints, stream, workdir)
+        assert peer_python is not None
+        mode = side.removeprefix("async-kinesis ")
+        return peer_command(peer_python, mode, endpoints, stream, args.batch)
+
+    results: dict[str, list[Measured]] = {side: [] for side in args.sides}
+    log = workdir / "sides.log"
+    for round_ in range(args.rounds):
+        for side in args.sides:
+            py_spy = None
+            if args.py_spy is not None:
+                py_spy = args.py_spy.with_name(
+                    f"{args.py_spy.stem}-{side.replace(' ', '-')}-{round_}.txt"
+                )
+            results[side].append(
+                measure(side, command(side), endpoints, args.records, log, args.timeout, py_spy)
+            )
+    return results
+
+
+def median_of(runs: list[Measured]) -> dict[str, float]:
+    """Medians of one side's runs."""
+    return {
+        "records_per_s": statistics.median(m.rate for m in runs),
+        "cpu_us_per_record": statistics.median(m.cpu_us_per_record for m in runs),
+        "seconds": statistics.median(m.seconds for m in runs),
+        "seconds_from_spawn": statistics.median(m.seconds_from_spawn for m in runs),
+        "kinesis_local_cpu_share": statistics.median(
+            [m.kinesis_cpu_seconds / m.seconds for m in runs if m.seconds] or [0.0]
+        ),
+    }
+
+
+def report(args: argparse.Namespace, results: dict[str, list[Measured]], versions: str) -> str:
+    """A Markdown table: medians, every run's rate, and ratios against the daemon."""
+    medians = {side: median_of(runs) for side, runs in results.items()}
+    daemon = medians.get("daemon")
+    lines = [
+        f"kinesis_postgres: {args.records} JSON records over {args.keys} keys, {args.shards} "
+        f"shards, batch {args.batch}; medians of {args.rounds}; load {os.getloadavg()[0]:.1f}",
+        f"peer: {versions or 'not run'}",
+        "| side | records/s | each run | client CPU us/record | kinesis-local CPU | "
+        "daemon's rate vs side |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for side, runs in results.items():
+        m = medians[side]
+        ratio = f"{daemon['records_per_s'] / m['records_per_s']:.1f}x" if daemon else "-"
+        each = " / ".join(f"{r.rate:,.0f}" for r in runs)
+        lines.append(
+            f"| {side} | {m['records_per_s']:,.0f} | {each} | {m['cpu_us_per_record']:.1f} | "
+            f"{m['kinesis_local_cpu_share']:.0%} of a core | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start the servers, run the sides, print the table (or JSON)."""
+    parser = argparse.ArgumentParser(prog="python -m bench kinesis_postgres", description=__doc__)
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--keys", type=int, default=5_000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=500, help="the batched peer's batch size")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=300.0, help="per side, seconds")
+    parser.add_argument(
+        "--sides",
+        type=lambda text: [s.strip() for s in text.split(",")],
+        default=list(SIDES),
+        help=f"comma-separated, of: {', '.join(SIDES)}",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="FILE",
+        help="sample each side with py-spy (on PATH) into FILE-<side>-<round>.txt, collapsed "
+        "stacks; figures of such a run are not for comparison",
+    )
+    args = parser.parse_args(argv)
+    if unknown := set(args.sides) - set(SIDES):
+        parser.error(f"--sides: unknown {sorted(unknown)}; choose from {', '.join(SIDES)}")
+    # The emulators accept any credentials; never reach a real account from a benchmark.
+    for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
+                        ("AWS_DEFAULT_REGION", REGION)):  # fmt: skip
+        os.environ.setdefault(name, value)
+    peers = any(side != "daemon" for side in args.sides)
+    peer_python = ensure_peer_venv() if peers else None
+    versions = peer_versions(peer_python) if peer_python else ""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-kpg-"))
+    handles, endpoints = start_servers(workdir)
+    try:
+        results = run_rounds(args, endpoints, workdir, peer_python)
+    except Exception:
+        print(f"the logs of the sides and servers are kept in {workdir}", file=sys.stderr)
+        raise
+    finally:
+        stop_servers(handles)
+    shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        out = {
+            side: {"runs": [asdict(m) for m in runs], "median": median_of(runs)}
+            for side, runs in results.items()
+        }
+        print(json.dumps({"records": args.records, "peer": versions, "sides": out}, indent=2))
+    else:
+        print(report(args, results, versions))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
