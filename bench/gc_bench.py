@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import importlib
 import statistics
 import subprocess
@@ -31,8 +32,9 @@ import orjson
 PAGE = 1000
 
 
-def child(mode: str, records: int) -> float:
-    """CPU microseconds per record of parse + decode in this process, after start-up."""
+def child(mode: str, records: int) -> tuple[float, int]:
+    """CPU microseconds per record of parse + decode in this process, after start-up, and
+    the number of objects the collector tracked when start-up was done."""
     import boto3
 
     # What the daemon has loaded by the time it tunes the collector.
@@ -56,6 +58,7 @@ def child(mode: str, records: int) -> float:
     ]
     pages = [orjson.dumps({"Records": wire[i : i + PAGE]}) for i in range(0, records, PAGE)]
     del wire
+    started_with = len(gc.get_objects())
     if mode == "tuned":
         tune_for_throughput()
     decoder = KinesisDecoder("bench", "json")
@@ -70,7 +73,7 @@ def child(mode: str, records: int) -> float:
                 queue.pop(0)
         best = min(best, time.process_time() - started)
     del clients
-    return best / records * 1e6
+    return best / records * 1e6, started_with
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,9 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--child", choices=("default", "tuned"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(child(args.child, args.records))
+        per_record, tracked = child(args.child, args.records)
+        print(per_record, tracked)
         return 0
     figures: dict[str, list[float]] = {"default": [], "tuned": []}
+    tracked = 0
     for _ in range(args.rounds):
         for mode in figures:
             out = subprocess.run(
@@ -91,10 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                  str(args.records)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
-            figures[mode].append(float(out.stdout.strip().splitlines()[-1]))
+            per_record, objects = out.stdout.split()[-2:]
+            figures[mode].append(float(per_record))
+            tracked = int(objects)
     default, tuned = (statistics.median(figures[m]) for m in ("default", "tuned"))
     print(f"parse + decode of {args.records} Kinesis JSON records, CPU us/record, median of "
-          f"{args.rounds} children each")  # fmt: skip
+          f"{args.rounds} children each; {tracked:,} objects tracked after start-up "
+          "(the input pages are bytes, not tracked)")  # fmt: skip
     for mode, values in figures.items():
         runs = " / ".join(f"{v:.2f}" for v in values)
         print(f"  {mode:<8} {statistics.median(values):6.2f}   ({runs})")

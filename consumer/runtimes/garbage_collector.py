@@ -3,7 +3,7 @@
 CPython runs a young-generation pass every 700 new container objects. Decoding one Kinesis
 page of 1,000 JSON records creates tens of thousands (dicts, records, strings in lists), so
 passes run dozens of times per page, and every tenth one also walks the older objects,
-among them the ~100,000 that start-up leaves (botocore's service models, pydantic schemas,
+among them the ~105,000 that start-up leaves (botocore's service models, pydantic schemas,
 modules). `python -m bench gc` measures parse + decode of Kinesis JSON pages with and
 without this tuning (docs/benchmarks.md). Reference counting frees almost everything the hot
 path allocates; the collector is only needed for cycles, which it rarely finds here.
