@@ -11,6 +11,14 @@ class ConfigError(StreamProjectorError):
     """A setting is missing or invalid; the message names the setting."""
 
 
+class MissingResourceError(StreamProjectorError):
+    """A table, queue or secret a command needs does not exist; the message says how to get it."""
+
+
+class OperatorInputError(StreamProjectorError):
+    """An operator's command cannot be carried out as given (a refused reset, an unknown id)."""
+
+
 class TransientError(StreamProjectorError):
     """Will likely succeed if retried later: throttling, network, a sink that is down."""
 

@@ -115,14 +115,28 @@ def _shop_demo(endpoint_url: str) -> None:
 @main.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(config_path: Path, as_json: bool) -> None:
-    """Shards with their parents, owners, checkpoints and state, from the lease table."""
+@click.option(
+    "--metrics-url",
+    "metrics_urls",
+    multiple=True,
+    metavar="URL",
+    help="A running daemon's /metrics, for ITERATOR AGE (repeat for every replica).",
+)
+def status(config_path: Path, as_json: bool, metrics_urls: tuple[str, ...]) -> None:
+    """Shards with their parents, owners, checkpoints and state, from the lease table.
+
+    STATE is finished, waiting_parent, running, expired (its worker stopped renewing) or
+    unowned. ITERATOR AGE comes from the daemons named by --metrics-url; a daemon that does
+    not answer is reported on stderr and its shards show "-".
+    """
     from consumer.observability.status import render_json, render_table
     from consumer.observability.status_report import collect_status
 
     settings = _settings(config_path)
-    rows = collect_status(settings)
-    click.echo(render_json(rows) if as_json else render_table(rows))
+    report = collect_status(settings, metrics_urls)
+    for url, problem in report.unreadable.items():
+        click.echo(f"warning: {url}: not read ({problem}); its iterator ages show as -", err=True)
+    click.echo(render_json(report.rows) if as_json else render_table(report.rows))
 
 
 @main.command()
@@ -224,9 +238,11 @@ def _register_subcommands() -> None:
     # Imported here, after `main` exists: these modules define their own click commands.
     from consumer.cli.backfill import backfill
     from consumer.cli.dlq import dlq
+    from consumer.cli.leases import leases
 
     main.add_command(backfill)
     main.add_command(dlq)
+    main.add_command(leases)
 
 
 _register_subcommands()

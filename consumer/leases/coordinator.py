@@ -24,6 +24,17 @@ from consumer.sources.shard import ShardInfo
 log = structlog.get_logger(__name__)
 
 
+def initial_position_note(initial_position: str, leases: list[Lease]) -> str | None:
+    """Why a changed `source.initial_position` seems to do nothing, and what to do instead."""
+    if initial_position == SENTINEL_TRIM_HORIZON or not leases:
+        return None
+    return (
+        f"source.initial_position = {initial_position} applies only to shards without a "
+        f"lease; the {len(leases)} existing leases resume from their checkpoints. To move "
+        f"them, use `stream-projector leases reset --to {initial_position}`."
+    )
+
+
 class LeaseCoordinator:
     """Holds this worker's leases in memory and keeps the lease table in step with them."""
 
@@ -59,6 +70,7 @@ class LeaseCoordinator:
         self._observations: dict[str, Observation] = {}
         self._next_renew: float | None = None
         self._next_take: float | None = None
+        self._initial_position_noted = False
 
     # -- what the worker reads -------------------------------------------------------------
 
@@ -105,6 +117,12 @@ class LeaseCoordinator:
         nothing written after the split is skipped once its parents finish.
         """
         existing = {lease.lease_key: lease for lease in self._store.list_leases()}
+        if not self._initial_position_noted:
+            # Said once at start-up: an operator who changed initial_position expects it to act.
+            self._initial_position_noted = True
+            note = initial_position_note(initial_checkpoint, list(existing.values()))
+            if note is not None:
+                log.warning(note, worker=self.worker_id)
         known = set(existing) | {shard.shard_id for shard in shards}
         created: list[Lease] = []
         for shard in shards:

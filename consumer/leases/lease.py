@@ -22,6 +22,13 @@ class Lease:
     checkpoint_sub_sequence_number: int = 0
     owner_switches_since_checkpoint: int = 0
     parent_shard_ids: frozenset[str] = field(default_factory=frozenset)
+    # Where AT_TIMESTAMP starts (epoch seconds), set by `leases reset --to AT_TIMESTAMP T`; the
+    # configured source.initial_timestamp applies when it is None.
+    checkpoint_timestamp: float | None = None
+    # When a stream-projector worker last moved the counter (epoch seconds, its wall clock);
+    # None when the counter was last moved by someone else (the KCL) or never. Metadata for
+    # operators only: workers judge expiry by their own observation (consumer/leases/taker.py).
+    last_renewal: float | None = field(default=None, compare=False)
 
     @property
     def finished(self) -> bool:
@@ -31,3 +38,16 @@ class Lease:
     def with_(self, **changes: object) -> Lease:
         """A copy with some attributes changed."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def renewal_age(self, now: float) -> float | None:
+        """Seconds since the last renewal, when a stream-projector worker stamped it."""
+        return None if self.last_renewal is None else max(0.0, now - self.last_renewal)
+
+    def looks_expired(self, now: float, failover_seconds: float) -> bool:
+        """Owned, but not renewed for failover_seconds as the lease's renewal stamp shows.
+
+        The operator tools' view of what workers decide by watching the counter: a lease whose
+        renewal time is unknown is never called expired.
+        """
+        age = self.renewal_age(now)
+        return self.lease_owner is not None and age is not None and age > failover_seconds

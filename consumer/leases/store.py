@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -16,7 +17,7 @@ from consumer.aws_errors import (
     error_code,
     transient_error,
 )
-from consumer.errors import LeaseLostError
+from consumer.errors import LeaseLostError, MissingResourceError
 from consumer.leases.lease import SENTINEL_TRIM_HORIZON, Lease
 
 # Attribute names of the KCL's lease table, so a team can switch between the KCL and us.
@@ -27,6 +28,13 @@ CHECKPOINT = "checkpoint"
 CHECKPOINT_SUB_SEQUENCE = "checkpointSubSequenceNumber"
 OWNER_SWITCHES = "ownerSwitchesSinceCheckpoint"
 PARENT_SHARD_ID = "parentShardId"
+# Ours, not the KCL's (it ignores attributes it does not know, and its writes keep them):
+# where `leases reset --to AT_TIMESTAMP` starts, and when a stream-projector worker last moved
+# the counter. The stamp is valid only while the counter is the one it was written with, so a
+# KCL worker's renewals read as "renewal time unknown", never as a stale time.
+CHECKPOINT_TIMESTAMP = "checkpointTimestampMillis"
+RENEWAL_MILLIS = "lastRenewalMillis"
+RENEWAL_COUNTER = "lastRenewalCounter"
 
 
 class LeaseStore(Protocol):
@@ -68,6 +76,10 @@ class LeaseStore(Protocol):
         """Remove a lease (a shard that no longer exists)."""
         ...
 
+    def reset(self, lease: Lease, checkpoint: str, timestamp: float | None = None) -> Lease:
+        """Move the checkpoint of the lease as observed and free it, fencing its owner."""
+        ...
+
 
 def lease_to_item(lease: Lease) -> dict[str, dict[str, Any]]:
     """The DynamoDB item of a lease, attribute for attribute as the KCL writes it."""
@@ -83,6 +95,8 @@ def lease_to_item(lease: Lease) -> dict[str, dict[str, Any]]:
     # DynamoDB rejects empty sets, and the KCL omits the attribute for shards without parents.
     if lease.parent_shard_ids:
         item[PARENT_SHARD_ID] = {"SS": sorted(lease.parent_shard_ids)}
+    if lease.checkpoint_timestamp is not None:
+        item[CHECKPOINT_TIMESTAMP] = {"N": str(round(lease.checkpoint_timestamp * 1000))}
     return item
 
 
@@ -96,6 +110,7 @@ def lease_from_item(item: dict[str, dict[str, Any]]) -> Lease:
     owner = item.get(LEASE_OWNER)
     checkpoint = item.get(CHECKPOINT)
     parents = item.get(PARENT_SHARD_ID)
+    stamped = RENEWAL_MILLIS in item and number(RENEWAL_COUNTER) == number(LEASE_COUNTER)
     return Lease(
         lease_key=item[LEASE_KEY]["S"],
         lease_owner=owner["S"] if owner is not None else None,
@@ -104,16 +119,27 @@ def lease_from_item(item: dict[str, dict[str, Any]]) -> Lease:
         checkpoint_sub_sequence_number=number(CHECKPOINT_SUB_SEQUENCE),
         owner_switches_since_checkpoint=number(OWNER_SWITCHES),
         parent_shard_ids=frozenset(parents["SS"]) if parents is not None else frozenset(),
+        checkpoint_timestamp=(
+            number(CHECKPOINT_TIMESTAMP) / 1000 if CHECKPOINT_TIMESTAMP in item else None
+        ),
+        last_renewal=number(RENEWAL_MILLIS) / 1000 if stamped else None,
     )
 
 
 class DynamoDBLeaseStore:
     """The lease table in DynamoDB through a low-level boto3 client."""
 
-    def __init__(self, client: Any, table_name: str, page_size: int | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        page_size: int | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._client = client
         self.table_name = table_name
         self._page_size = page_size
+        self._wall_clock = wall_clock
 
     def ensure_table(self) -> None:
         """Create the table (on-demand) if absent; a concurrent creator is not an error."""
@@ -148,6 +174,14 @@ class DynamoDBLeaseStore:
                 TableName=self.table_name, ConsistentRead=True, PaginationConfig=pagination
             )
             return [lease_from_item(item) for page in pages for item in page.get("Items", [])]
+        except ClientError as error:
+            if error_code(error) == RESOURCE_NOT_FOUND:
+                raise MissingResourceError(
+                    f"lease table {self.table_name!r} does not exist yet: the daemon creates it "
+                    "when it first starts (`stream-projector run`); if it should exist, check "
+                    "`application` and `leases.table` in the config"
+                ) from None
+            raise self._classify(error) from error
         except AWS_CALL_ERRORS as error:
             raise self._classify(error) from error
 
@@ -183,7 +217,7 @@ class DynamoDBLeaseStore:
         """Bump the counter, if the lease is still ours at the counter we last saw."""
         return self._update(
             lease,
-            "SET #counter = :next",
+            "",
             "#counter = :expected AND #owner = :owner",
             {":owner": {"S": self._owner_of(lease)}},
             ambiguous_ok=lambda stored: stored.lease_owner == lease.lease_owner,
@@ -203,7 +237,7 @@ class DynamoDBLeaseStore:
             values[":old_owner"] = {"S": lease.lease_owner}
         return self._update(
             lease,
-            "SET #counter = :next, #owner = :new_owner, #switches = :switches",
+            "#owner = :new_owner, #switches = :switches",
             f"#counter = :expected AND {owner_condition}",
             values,
             ambiguous_ok=lambda stored: stored.lease_owner == owner,
@@ -213,17 +247,18 @@ class DynamoDBLeaseStore:
         """Drop the owner and bump the counter, so another worker can take it without waiting."""
         return self._update(
             lease,
-            "SET #counter = :next REMOVE #owner",
+            "",
             "#counter = :expected AND #owner = :owner",
             {":owner": {"S": self._owner_of(lease)}},
             ambiguous_ok=lambda stored: stored.lease_owner is None,
+            remove="#owner",
         )
 
     def checkpoint(self, lease: Lease, sequence: str, sub_sequence: int) -> Lease:
         """Record progress, fenced: only while the owner and counter are what we hold."""
         return self._update(
             lease,
-            "SET #counter = :next, #checkpoint = :checkpoint, #sub = :sub, #switches = :zero",
+            "#checkpoint = :checkpoint, #sub = :sub, #switches = :zero",
             "#counter = :expected AND #owner = :owner",
             {
                 ":owner": {"S": self._owner_of(lease)},
@@ -236,6 +271,38 @@ class DynamoDBLeaseStore:
                 and stored.checkpoint == sequence
                 and stored.checkpoint_sub_sequence_number == sub_sequence
             ),
+        )
+
+    def reset(self, lease: Lease, checkpoint: str, timestamp: float | None = None) -> Lease:
+        """Set the checkpoint of the lease as observed (owner and counter) and free it.
+
+        The counter bump and the removed owner fence whoever held it: its next renewal or
+        checkpoint fails its condition and it stops the shard, so nothing it still had in
+        flight can be checkpointed over the reset.
+        """
+        if lease.lease_owner is None:
+            owner_condition = "attribute_not_exists(#owner)"
+            values: dict[str, dict[str, Any]] = {}
+        else:
+            owner_condition = "#owner = :owner"
+            values = {":owner": {"S": lease.lease_owner}}
+        values.update({":checkpoint": {"S": checkpoint}, ":zero": {"N": "0"}})
+        sets = "#checkpoint = :checkpoint, #sub = :zero, #switches = :zero"
+        remove = "#owner"
+        if timestamp is None:
+            remove += ", #timestamp"
+        else:
+            sets += ", #timestamp = :timestamp"
+            values[":timestamp"] = {"N": str(round(timestamp * 1000))}
+        return self._update(
+            lease,
+            sets,
+            f"#counter = :expected AND {owner_condition}",
+            values,
+            ambiguous_ok=lambda stored: (
+                stored.lease_owner is None and stored.checkpoint == checkpoint
+            ),
+            remove=remove,
         )
 
     def delete(self, key: str) -> None:
@@ -258,23 +325,35 @@ class DynamoDBLeaseStore:
     def _update(
         self,
         lease: Lease,
-        update: str,
+        sets: str,
         condition: str,
         values: dict[str, dict[str, Any]],
         ambiguous_ok: Callable[[Lease], bool],
+        remove: str = "",
     ) -> Lease:
-        """One conditional UpdateItem on the lease at its observed counter; the new lease."""
+        """One conditional UpdateItem on the lease at its observed counter; the new lease.
+
+        Every write bumps the counter and stamps when it did (see RENEWAL_MILLIS); `sets` and
+        `remove` are the rest of its SET and REMOVE clauses.
+        """
         names = {
             "#counter": LEASE_COUNTER,
             "#owner": LEASE_OWNER,
             "#checkpoint": CHECKPOINT,
             "#sub": CHECKPOINT_SUB_SEQUENCE,
             "#switches": OWNER_SWITCHES,
+            "#timestamp": CHECKPOINT_TIMESTAMP,
+            "#renewed_at": RENEWAL_MILLIS,
+            "#renewed_counter": RENEWAL_COUNTER,
         }
+        update = "SET #counter = :next, #renewed_at = :now, #renewed_counter = :next"
+        update += f", {sets}" if sets else ""
+        update += f" REMOVE {remove}" if remove else ""
         text = update + " " + condition
         values = {
             ":expected": {"N": str(lease.lease_counter)},
             ":next": {"N": str(lease.lease_counter + 1)},
+            ":now": {"N": str(round(self._wall_clock() * 1000))},
             **values,
         }
         try:

@@ -1,8 +1,12 @@
-"""Gather what `status` shows: the lease table, and iterator ages from a daemon's /metrics."""
+"""Gather what `status` and `leases list` show: the lease table, and iterator ages read from
+running daemons' /metrics."""
 
 from __future__ import annotations
 
+import time
+import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,11 +31,31 @@ def iterator_ages(metrics_url: str, timeout: float = 5.0) -> dict[str, float]:
     return ages
 
 
-def collect_status(settings: Settings, metrics_urls: tuple[str, ...] = ()) -> list[ShardStatus]:
-    """One row per lease in the table; ages from every given daemon's /metrics."""
+@dataclass(slots=True)
+class StatusReport:
+    """The rows, and the daemons whose /metrics could not be read (their ages show as -)."""
+
+    rows: list[ShardStatus]
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+def collect_status(settings: Settings, metrics_urls: tuple[str, ...] = ()) -> StatusReport:
+    """One row per lease in the table; ages from every given daemon's /metrics.
+
+    A daemon that does not answer is reported, not fatal: a status taken while a worker is
+    down is exactly when it is needed.
+    """
     resources = SharedResources(settings.aws, settings.postgres)
     store = DynamoDBLeaseStore(resources.aws_client("dynamodb"), settings.lease_table)
+    leases = store.list_leases()
     ages: dict[str, float] = {}
+    unreadable: dict[str, str] = {}
     for url in metrics_urls:
-        ages.update(iterator_ages(url))
-    return rows_from_leases(store.list_leases(), ages)
+        try:
+            ages.update(iterator_ages(url))
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            unreadable[url] = f"{type(exc).__name__}: {exc}"
+    rows = rows_from_leases(
+        leases, ages, now=time.time(), failover_seconds=settings.leases.failover_seconds
+    )
+    return StatusReport(rows, unreadable)

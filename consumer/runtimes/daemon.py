@@ -65,8 +65,11 @@ def start_position(lease: Lease, settings: Settings) -> StartPosition:
     if checkpoint == "LATEST":
         return LATEST
     if checkpoint == "AT_TIMESTAMP":
+        # A reset's own timestamp wins over the configured one (which only seeds new leases).
+        stamp = lease.checkpoint_timestamp
         ts = settings.source.initial_timestamp
-        stamp = ts.replace(tzinfo=ts.tzinfo or UTC).timestamp() if ts else None
+        if stamp is None and ts is not None:
+            stamp = ts.replace(tzinfo=ts.tzinfo or UTC).timestamp()
         return StartPosition("AT_TIMESTAMP", timestamp=stamp)
     # Checkpoints fall on batch boundaries, after every sub-record of an aggregate was
     # applied, so resuming after the sequence number never skips nor repeats a sub-record.

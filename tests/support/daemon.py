@@ -70,3 +70,16 @@ def start_worker_process(config: Path, env: dict[str, str], log_path: Path) -> s
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m consumer ARGS...` as a real process, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

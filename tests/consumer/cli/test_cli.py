@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,18 +13,7 @@ import pytest
 from consumer.demo.trip_saga import SAGA, create_trip_table, write_saga
 from tests.fixtures.servers import ROOT
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.support.daemon import run_cli as cli
 
 
 def config(tmp_path: Path, text: str) -> str:

@@ -8,6 +8,7 @@ from consumer.leases.lease import SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON, Lea
 from consumer.observability.status import (
     ShardStatus,
     render_json,
+    render_lease_table,
     render_table,
     rows_from_leases,
     shard_state,
@@ -80,6 +81,8 @@ def test_json_is_a_list_of_rows_with_the_field_names() -> None:
         "checkpoint": "49650000000000000000000000000000000000000000000000000001",
         "state": "running",
         "iterator_age_seconds": 3.25,
+        "counter": 0,
+        "renewal_age_seconds": None,
     }
     assert decoded[0]["owner"] is None
     assert decoded[0]["iterator_age_seconds"] is None
@@ -126,3 +129,31 @@ def test_rows_from_leases_sorts_by_shard_and_attaches_known_iterator_ages() -> N
 def test_output_has_no_trailing_newline_so_echo_prints_no_blank_line() -> None:
     assert not render_table(ROWS).endswith("\n")
     assert not render_json(ROWS).endswith("\n")
+
+
+def test_an_owned_lease_not_renewed_for_failover_seconds_is_expired() -> None:
+    now = 1_000.0
+    fresh = Lease("fresh", lease_owner="w1", last_renewal=now - 2)
+    dead = Lease("dead", lease_owner="w2", last_renewal=now - 11)
+    kcl = Lease("kcl", lease_owner="w3")  # renewed by a KCL worker: no stamp, age unknown
+    leases = {lease.lease_key: lease for lease in (fresh, dead, kcl)}
+
+    assert shard_state(dead, leases, now, failover_seconds=10) == "expired"
+    assert shard_state(fresh, leases, now, failover_seconds=10) == "running"
+    assert shard_state(kcl, leases, now, failover_seconds=10) == "running"
+    rows = rows_from_leases(leases.values(), now=now, failover_seconds=10)
+    assert [(r.shard_id, r.state, r.renewal_age_seconds) for r in rows] == [
+        ("dead", "expired", 11.0),
+        ("fresh", "running", 2.0),
+        ("kcl", "running", None),
+    ]
+    assert render_lease_table(rows).splitlines()[1].split() == [
+        "dead",
+        "-",
+        "w2",
+        "0",
+        "TRIM_HORIZON",
+        "11.0s",
+        "ago",
+        "expired",
+    ]
