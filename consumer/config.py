@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -147,6 +148,10 @@ class DeadLetterSettings(Section):
     bucket: str = ""
     # Key prefix of the envelopes stored in `bucket`.
     prefix: str = "dead-letters/"
+    # HMAC key for the envelopes, or `secretsmanager:<arn-or-name>`; never shown anywhere.
+    signing_key: SecretStr = SecretStr("")
+    # The ledger of letters sent and shards finished; "" means "<application>-dead-letters".
+    ledger_table: str = ""
 
 
 class ProjectionSettings(Section):
@@ -199,6 +204,11 @@ class Settings(BaseSettings):
     def lease_table(self) -> str:
         """The lease table's name: explicit, or derived from the application like the KCL."""
         return self.leases.table or f"{self.application}-leases"
+
+    @property
+    def dead_letter_ledger_table(self) -> str:
+        """The dead-letter ledger's table: explicit, or derived from the application."""
+        return self.dead_letter.ledger_table or f"{self.application}-dead-letters"
 
     @field_validator("worker_id")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -10,7 +11,20 @@ from typing import Any, Protocol
 
 import orjson
 
-ENVELOPE_VERSION = 1
+# 2: `application` and `signature` (when dead_letter.signing_key is set) were added.
+ENVELOPE_VERSION = 2
+
+
+def letter_id(
+    stream: str, shard_id: str, sequence_number: str, sub_sequence_number: int, projection: str
+) -> str:
+    """A letter's identity: the same record failing in the same projection, hashed.
+
+    The ledger's key and a FIFO queue's deduplication id, so a replay or a race that fails
+    the same record again does not make a second letter.
+    """
+    parts = (stream, shard_id, sequence_number, str(sub_sequence_number), projection)
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -48,6 +62,17 @@ class DeadLetter:
     first_failure_time: float
     last_failure_time: float
     record: Any
+
+    @property
+    def identity(self) -> str:
+        """See `letter_id`."""
+        return letter_id(
+            self.stream,
+            self.shard_id,
+            self.sequence_number,
+            self.sub_sequence_number,
+            self.projection,
+        )
 
     def envelope(self) -> dict[str, Any]:
         """The JSON envelope as sent to SQS."""

@@ -2,6 +2,8 @@
 
 A letter is delivered when SQS accepted it; until then `send` raises TransientError and the
 pipeline stalls the shard, so no checkpoint ever moves past an undelivered poison record.
+With a ledger (consumer/dead_letters/ledger.py), a letter already sent by anyone (a replay,
+another worker) is not sent again; with a signer, every envelope carries an HMAC.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import orjson
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.config import DeadLetterSettings
+from consumer.config import Settings
+from consumer.dead_letters.ledger import Claim, DeadLetterLedger
 from consumer.dead_letters.letter import DeadLetter
+from consumer.dead_letters.signing import SIGNATURE, Signer
 from consumer.errors import TransientError
 from consumer.pipeline.retry import Backoff, retry
 from projections.projection import Resources
@@ -45,17 +49,8 @@ class _Refused(Exception):
 
 
 def dedup_id(letter: DeadLetter) -> str:
-    """The letter's identity: stream, shard, sequence, sub-sequence and projection, hashed."""
-    identity = "\x1f".join(
-        (
-            letter.stream,
-            letter.shard_id,
-            letter.sequence_number,
-            str(letter.sub_sequence_number),
-            letter.projection,
-        )
-    )
-    return hashlib.sha256(identity.encode()).hexdigest()
+    """The letter's identity (the ledger key), also FIFO's MessageDeduplicationId."""
+    return letter.identity
 
 
 def attributes(letter: DeadLetter) -> dict[str, dict[str, str]]:
@@ -78,13 +73,16 @@ def _attributes_size(attrs: dict[str, dict[str, str]]) -> int:
     )
 
 
-def pointer(letter: DeadLetter, bucket: str, key: str, size: int) -> bytes:
-    """The message for an envelope stored in S3: the envelope without its record, plus where."""
-    body = letter.envelope()
-    del body["record"]
-    body["s3"] = {"bucket": bucket, "key": key}
-    body["envelope_bytes"] = size
-    return orjson.dumps(body, default=str)
+def pointer(envelope: dict[str, Any], bucket: str, key: str, stored: bytes) -> dict[str, Any]:
+    """The message for an envelope stored in S3: the envelope without its record, plus where.
+
+    The SHA-256 of the stored bytes binds the pointer to that object, so a signed pointer
+    vouches for the object too.
+    """
+    body = {k: v for k, v in envelope.items() if k not in ("record", SIGNATURE)}
+    body["s3"] = {"bucket": bucket, "key": key, "sha256": hashlib.sha256(stored).hexdigest()}
+    body["envelope_bytes"] = len(stored)
+    return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +109,9 @@ class SqsDeadLetterSink:
         bucket: str = "",
         prefix: str = "dead-letters/",
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        application: str = "",
+        signer: Signer | None = None,
+        ledger: DeadLetterLedger | None = None,
     ) -> None:
         self._sqs = sqs
         self._s3 = s3
@@ -119,25 +120,76 @@ class SqsDeadLetterSink:
         self.prefix = prefix
         self.fifo = queue_url.endswith(".fifo")
         self.max_message_bytes = max_message_bytes
+        self.application = application
+        self._signer = signer
+        self.ledger = ledger
         self._delivered: OrderedDict[str, None] = OrderedDict()
+        # Delivered, but the ledger does not know yet (its write failed): retried first.
+        self._unrecorded: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: DeadLetterSettings, resources: Resources) -> SqsDeadLetterSink:
+    def from_settings(
+        cls,
+        settings: Settings,
+        resources: Resources,
+        signer: Signer | None = None,
+        ledger: DeadLetterLedger | None = None,
+    ) -> SqsDeadLetterSink:
         """From `[dead_letter]`: queue_url, and bucket/prefix for oversized envelopes."""
+        dead_letter = settings.dead_letter
         return cls(
             resources.aws_client("sqs"),
-            settings.queue_url,
-            s3=resources.aws_client("s3") if settings.bucket else None,
-            bucket=settings.bucket,
-            prefix=settings.prefix,
+            dead_letter.queue_url,
+            s3=resources.aws_client("s3") if dead_letter.bucket else None,
+            bucket=dead_letter.bucket,
+            prefix=dead_letter.prefix,
+            application=settings.application,
+            signer=signer,
+            ledger=ledger,
         )
 
     def send(self, letters: Sequence[DeadLetter]) -> None:
-        """Deliver every letter or raise TransientError (after resending what SQS refused)."""
-        entries = [self._entry(letter) for letter in letters if not self._was_delivered(letter)]
+        """Deliver every letter not already sent, or raise TransientError.
+
+        A letter the ledger shows as sent is skipped; one another sender claimed moments ago
+        raises TransientError, so the pipeline waits and asks again.
+        """
+        self._record_delivered()
+        entries = []
+        busy: list[DeadLetter] = []
+        for letter in letters:
+            if self._was_delivered(letter):
+                continue
+            if self.ledger is not None:
+                claim = self.ledger.claim(letter.identity)
+                if claim is Claim.SENT:
+                    self._remember(letter.identity)
+                    continue
+                if claim is Claim.BUSY:
+                    busy.append(letter)
+                    continue
+            entries.append(self._entry(letter))
+        # What we claimed goes out even when others are busy: two senders each waiting for
+        # the other's claims would otherwise both wait until the claims went stale.
         for batch in self._batches(entries):
             self._send_batch(batch)
+        self._record_delivered()
+        if busy:
+            first = busy[0]
+            raise TransientError(
+                f"{len(busy)} dead letter(s), the first of shard {first.shard_id} sequence "
+                f"{first.sequence_number} ({first.projection}), are being sent by another "
+                "worker; waiting for it"
+            )
+
+    def _record_delivered(self) -> None:
+        if self.ledger is None:
+            return
+        for identity in sorted(self._unrecorded):
+            self.ledger.mark_sent(identity)
+            with self._lock:
+                self._unrecorded.discard(identity)
 
     # -- building messages ------------------------------------------------------------------
 
@@ -145,8 +197,10 @@ class SqsDeadLetterSink:
         with self._lock:
             return dedup_id(letter) in self._delivered
 
-    def _remember(self, dedup: str) -> None:
+    def _remember(self, dedup: str, unrecorded: bool = False) -> None:
         with self._lock:
+            if unrecorded:
+                self._unrecorded.add(dedup)
             self._delivered[dedup] = None
             while len(self._delivered) > REMEMBERED:
                 self._delivered.popitem(last=False)
@@ -154,12 +208,18 @@ class SqsDeadLetterSink:
     def _entry(self, letter: DeadLetter) -> _Entry:
         dedup = dedup_id(letter)
         attrs = attributes(letter)
-        body = letter.to_json()
+        # Round-tripped through JSON first, so what is signed is exactly what a reader parses.
+        envelope = orjson.loads(letter.to_json())
+        envelope["application"] = self.application
+        body = orjson.dumps(self._signed(envelope))
         if len(body) + _attributes_size(attrs) > self.max_message_bytes:
             key = f"{self.prefix}{letter.shard_id}/{letter.sequence_number}-{dedup[:16]}.json"
             self._store(key, body, letter)
-            body = pointer(letter, self.bucket, key, len(body))
+            body = orjson.dumps(self._signed(pointer(envelope, self.bucket, key, body)))
         return _Entry(dedup, letter, body.decode(), attrs)
+
+    def _signed(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        return envelope if self._signer is None else self._signer.sign(envelope)
 
     def _store(self, key: str, body: bytes, letter: DeadLetter) -> None:
         if not self.bucket or self._s3 is None:
@@ -208,7 +268,7 @@ class SqsDeadLetterSink:
             except (ClientError, BotoCoreError) as exc:
                 raise TransientError(f"dead letter to {self.queue_url}: {exc}") from exc
             for ok in response.get("Successful", []):
-                self._remember(pending.pop(ok["Id"]).dedup)
+                self._remember(pending.pop(ok["Id"]).dedup, unrecorded=self.ledger is not None)
             if pending:
                 raise _Refused(response.get("Failed", []))
 

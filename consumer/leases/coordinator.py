@@ -50,6 +50,7 @@ class LeaseCoordinator:
         on_lost: Callable[[str], None] | None = None,
         on_event: Callable[[str, str], None] | None = None,
         rng: random.Random | None = None,
+        before_delete: Callable[[Lease], None] | None = None,
     ) -> None:
         self._store = store
         self.worker_id = worker_id
@@ -61,6 +62,9 @@ class LeaseCoordinator:
         self._on_lost = on_lost
         # (kind, shard id) for taken / stolen / released / lost: metrics hang off this.
         self._on_event = on_event or (lambda kind, shard_id: None)
+        # Sees a finished lease before it is deleted (the dead-letter ledger keeps its shard);
+        # if it raises TransientError the lease stays until the next sync.
+        self._before_delete = before_delete or (lambda lease: None)
         self._rng = rng
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
@@ -206,15 +210,17 @@ class LeaseCoordinator:
         """
         with self._lock:
             gone = [
-                lease.lease_key
+                lease
                 for lease in self._listing.values()
                 if lease.finished
                 and lease.lease_key not in current_shards
                 and lease.lease_key not in self._held
             ]
         deleted = []
-        for key in gone:
+        for lease in gone:
+            key = lease.lease_key
             try:
+                self._before_delete(lease)
                 self._store.delete(key)
             except TransientError as error:
                 log.warning("finished lease not deleted", shard=key, detail=str(error))

@@ -51,3 +51,26 @@ class Lease:
         """
         age = self.renewal_age(now)
         return self.lease_owner is not None and age is not None and age > failover_seconds
+
+
+def _rank(checkpoint: str) -> tuple[int, int]:
+    """Order of checkpoints: any sentinel before a record, records by number, SHARD_END last."""
+    if checkpoint == SENTINEL_SHARD_END:
+        return (2, 0)
+    if checkpoint.isdigit():
+        return (1, int(checkpoint))
+    return (0, 0)
+
+
+def covers(checkpoint: str, sequence_number: str) -> bool:
+    """True when a shard checkpointed at `checkpoint` has read past `sequence_number`.
+
+    Sequence numbers of one shard grow (as numbers, not as strings: they vary in length); a
+    sentinel such as TRIM_HORIZON or LATEST covers no record at all.
+    """
+    return sequence_number.isdigit() and _rank(checkpoint) >= (1, int(sequence_number))
+
+
+def furthest(first: str, second: str) -> str:
+    """The checkpoint further along of two checkpoints of the same shard."""
+    return first if _rank(first) >= _rank(second) else second

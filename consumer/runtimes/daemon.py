@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from consumer.config import Settings
+from consumer.dead_letters.ledger import DeadLetterLedger
 from consumer.dead_letters.letter import DeadLetterSink
 from consumer.leases.coordinator import LeaseCoordinator
 from consumer.leases.lease import Lease
@@ -89,6 +90,7 @@ class Daemon:
     coordinator: LeaseCoordinator
     worker: Worker
     projections: list[Projection]
+    ledger: DeadLetterLedger | None = None
     health: HealthServer | None = None
 
     def readiness(self) -> tuple[bool, str]:
@@ -105,6 +107,14 @@ class Daemon:
         for (_, shard), reason in sorted(self.metrics.stall_reasons().items()):
             problems.append(f"shard {shard} stalled: {reason}")
         return (False, redact("; ".join(problems))) if problems else (True, "ok")
+
+
+def _remember_in(ledger: DeadLetterLedger | None) -> Callable[[Lease], None] | None:
+    """Keep a finished lease's shard in the ledger before its lease is deleted, so its dead
+    letters stay redrivable (a redrive accepts only shards this application read)."""
+    if ledger is None:
+        return None
+    return lambda lease: ledger.record_checkpoint(lease.lease_key, lease.checkpoint)
 
 
 def build_daemon(
@@ -135,6 +145,7 @@ def build_daemon(
         take_interval=leases.take_interval_seconds,
         max_leases_per_worker=leases.max_leases_per_worker or None,
         on_event=lambda kind, shard_id: metrics.lease_event(kind),
+        before_delete=_remember_in(stack.ledger),
     )
 
     def make_consumer(
@@ -188,6 +199,7 @@ def build_daemon(
     return Daemon(
         settings=settings,
         resources=resources,
+        ledger=stack.ledger,
         metrics=metrics,
         heartbeat=heartbeat,
         source=source,
@@ -234,6 +246,8 @@ def run_daemon(
     reporter = ReadinessReporter(check, settings.http.readiness_log_interval_seconds)
     try:
         daemon.store.ensure_table()
+        if daemon.ledger is not None:
+            daemon.ledger.ensure_table()
         reporter.start()
         return daemon.worker.run(stop, until=until)
     finally:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from consumer.config import Settings, load_settings
+from consumer.dead_letters.ledger import DeadLetterLedger
 from consumer.dead_letters.letter import DeadLetterSink
+from consumer.dead_letters.signing import signer_from_setting
 from consumer.errors import ConfigError
 from consumer.observability.metrics import Metrics
 from consumer.pipeline.apply import FailurePolicy, Pipeline
@@ -45,6 +47,8 @@ class ProjectionStack:
     dead_letters: DeadLetterSink | None
     metrics: Metrics
     policy: FailurePolicy
+    # Present with dead_letter.queue_url: letters sent, and shards' furthest checkpoints.
+    ledger: DeadLetterLedger | None = None
     _decoders: dict[tuple[str, str], Decoder] = field(default_factory=dict)
 
     def decoder(self, kind: SourceKind, stream: str) -> Decoder:
@@ -97,9 +101,19 @@ def build_stack(
         if projections is not None
         else load_projections(settings.projections, resources)
     )
+    ledger = None
+    if settings.dead_letter.queue_url:
+        ledger = DeadLetterLedger(
+            resources.aws_client("dynamodb"), settings.dead_letter_ledger_table
+        )
     if dead_letters is None and settings.dead_letter.queue_url:
         from consumer.dead_letters.sqs import SqsDeadLetterSink
 
-        dead_letters = SqsDeadLetterSink.from_settings(settings.dead_letter, resources)
+        signer = signer_from_setting(
+            settings.dead_letter.signing_key, lambda: resources.aws_client("secretsmanager")
+        )
+        dead_letters = SqsDeadLetterSink.from_settings(settings, resources, signer, ledger)
     policy = FailurePolicy.from_settings(settings.retry)
-    return ProjectionStack(settings, resources, loaded, dead_letters, metrics or Metrics(), policy)
+    return ProjectionStack(
+        settings, resources, loaded, dead_letters, metrics or Metrics(), policy, ledger
+    )
