@@ -42,6 +42,20 @@ def test_every_documented_command_exists() -> None:
         assert result.exit_code == 0, (command, result.output)
 
 
+def test_every_option_in_the_commands_table_is_in_the_commands_help() -> None:
+    import re
+
+    runner = CliRunner()
+    rows = re.findall(r"^\| `([a-z][a-z ]+?) --config FILE([^`]*)` \|", README, re.MULTILINE)
+    commands = {command for command, _ in rows}
+    assert {"leases list", "leases reset", "dlq inspect", "dlq purge", "dlq delete"} <= commands
+    for command, options in rows:
+        shown = runner.invoke(main, [*command.split(), "--help"])
+        assert shown.exit_code == 0, (command, shown.output)
+        for option in re.findall(r"--[a-z-]+", options):
+            assert option in shown.output, (command, option)
+
+
 def test_every_projection_class_named_in_docs_and_configs_imports() -> None:
     import importlib
     import re

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from consumer.config import Settings
 from consumer.errors import OperatorInputError
 
 if TYPE_CHECKING:
+    from consumer.leases.lease import Lease
     from consumer.leases.store import DynamoDBLeaseStore
 
 TO_HELP = (
@@ -28,6 +30,24 @@ def _store(settings: Settings) -> DynamoDBLeaseStore:
 
     resources = SharedResources(settings.aws, settings.postgres)
     return DynamoDBLeaseStore(resources.aws_client("dynamodb"), settings.lease_table)
+
+
+def _keep_furthest(settings: Settings) -> Callable[[Lease], None]:
+    """Before a checkpoint moves, the ledger keeps the furthest one the shard had, so letters
+    from before a rewind stay redrivable (consumer/dead_letters/validation.py)."""
+    if not settings.dead_letter.queue_url:
+        return lambda lease: None  # no dead letters, nothing to keep redrivable
+    from consumer.dead_letters.ledger import DeadLetterLedger
+    from consumer.resources import SharedResources
+
+    resources = SharedResources(settings.aws, settings.postgres)
+    ledger = DeadLetterLedger(resources.aws_client("dynamodb"), settings.dead_letter_ledger_table)
+
+    def keep(lease: Lease) -> None:
+        if lease.checkpoint.isdigit() or lease.finished:
+            ledger.record_checkpoint(lease.lease_key, lease.checkpoint)
+
+    return keep
 
 
 @click.group()
@@ -153,7 +173,7 @@ def reset_command(
         return
     confirm(f"reset {changing} lease(s) of {settings.lease_table} to {target.describe()}", yes)
     with one_line_errors():
-        results = execute_reset(store, steps, target)
+        results = execute_reset(store, steps, target, _keep_furthest(settings))
     for result in results:
         click.echo(f"{result.shard_id}: {result.detail}")
     if any(result.outcome == "conflict" for result in results):

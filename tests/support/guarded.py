@@ -1,0 +1,67 @@
+"""A projection for dead-letter tests: the last change per key wins, guarded by stream
+position; until `fixed`, values starting with "bug" raise (a bad deploy)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from consumer.record import ChangeRecord
+from projections.projection import Outcome, Resources
+
+
+class GuardedItems:
+    """Puts {key, value, position} unless the stored position is newer (stale-skipped)."""
+
+    def __init__(self, name: str, client: Any, table: str, fixed: bool) -> None:
+        self.name = name
+        self._client = client
+        self._table = table
+        self._fixed = fixed
+
+    @classmethod
+    def from_config(
+        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    ) -> GuardedItems:
+        """Settings: table, fixed."""
+        return cls(name, resources.aws_client("dynamodb"), settings["table"], settings["fixed"])
+
+    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+        """Guarded puts, in order; raises on a "bug" value while not fixed."""
+        outcome = Outcome()
+        for record in records:
+            image = record.new_image or {}
+            if not self._fixed and str(image["value"]).startswith("bug"):
+                raise ValueError(f"cannot handle {image['value']}")
+            try:
+                self._client.put_item(
+                    TableName=self._table,
+                    Item={
+                        "key": {"S": image["key"]},
+                        "value": {"S": image["value"]},
+                        "position": {"S": record.position},
+                    },
+                    ConditionExpression="attribute_not_exists(#k) OR #p < :p",
+                    ExpressionAttributeNames={"#k": "key", "#p": "position"},
+                    ExpressionAttributeValues={":p": {"S": record.position}},
+                )
+                outcome.applied += 1
+            except self._client.exceptions.ConditionalCheckFailedException:
+                outcome.stale_skipped += 1
+        return outcome
+
+
+def create_table(dynamodb: Any, table: str) -> None:
+    """The table GuardedItems writes: key `key`."""
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def table_state(dynamodb: Any, table: str) -> dict[str, str]:
+    """key -> value of every item."""
+    items = dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+    return {item["key"]["S"]: item["value"]["S"] for item in items}
