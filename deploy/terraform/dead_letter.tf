@@ -7,6 +7,14 @@ resource "aws_sqs_queue" "dead_letter" {
   sqs_managed_sse_enabled   = true
 }
 
+# Where `dlq inspect|redrive --quarantine` moves messages that are not dead letters of this
+# application, so they neither block the queue's alarm nor get lost.
+resource "aws_sqs_queue" "quarantine" {
+  name                      = "${var.application}-dlq-quarantine"
+  message_retention_seconds = var.dlq_retention_seconds
+  sqs_managed_sse_enabled   = true
+}
+
 resource "aws_sns_topic" "alerts" {
   name = "${var.application}-stream-projector-alerts"
 }

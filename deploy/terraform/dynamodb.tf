@@ -1,5 +1,6 @@
 locals {
-  lease_table_name = var.lease_table_name != "" ? var.lease_table_name : "${var.application}-leases"
+  lease_table_name  = var.lease_table_name != "" ? var.lease_table_name : "${var.application}-leases"
+  ledger_table_name = "${var.application}-dead-letters"
 }
 
 # The write model. The daemon reads its stream; NEW_AND_OLD_IMAGES gives projections both
@@ -44,6 +45,29 @@ resource "aws_dynamodb_table" "leases" {
 
   point_in_time_recovery {
     enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}
+
+# The dead-letter ledger: letters sent (so a replay or a race does not send one twice) and
+# each shard's furthest checkpoint (for redrive's checks). Not in the lease table: the KCL reads
+# every item there as a lease. Items expire with the letters they describe.
+resource "aws_dynamodb_table" "dead_letter_ledger" {
+  name         = local.ledger_table_name
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "id"
+
+  attribute {
+    name = "id"
+    type = "S"
+  }
+
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
   }
 
   server_side_encryption {

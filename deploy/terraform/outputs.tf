@@ -42,3 +42,23 @@ output "role_arn" {
   description = "IRSA annotation eks.amazonaws.com/role-arn, or the ECS taskRoleArn."
   value       = aws_iam_role.projector.arn
 }
+
+output "dead_letter_ledger_table_name" {
+  description = "The dead-letter ledger (config [dead_letter] ledger_table; the default name matches)."
+  value       = aws_dynamodb_table.dead_letter_ledger.name
+}
+
+output "quarantine_queue_url" {
+  description = "For `dlq inspect|redrive --quarantine`."
+  value       = aws_sqs_queue.quarantine.url
+}
+
+output "operator_policy_arn" {
+  description = "The operator tools' policy (attach it to an SSO permission set, or use the role)."
+  value       = aws_iam_policy.operator.arn
+}
+
+output "operator_role_arn" {
+  description = "The operator role, when operator_principal_arns is set."
+  value       = length(aws_iam_role.operator) > 0 ? aws_iam_role.operator[0].arn : ""
+}

@@ -52,6 +52,24 @@ variable "dlq_retention_seconds" {
   default     = 1209600
 }
 
+variable "dead_letter_prefix" {
+  description = "Key prefix of envelopes in the bucket (config dead_letter.prefix); IAM on objects is limited to it."
+  type        = string
+  default     = "dead-letters/"
+}
+
+variable "signing_key_secret_arn" {
+  description = "Secrets Manager ARN of the dead-letter HMAC key (config dead_letter.signing_key = \"secretsmanager:<arn>\"); empty for none."
+  type        = string
+  default     = ""
+}
+
+variable "operator_principal_arns" {
+  description = "IAM principals (SSO roles, users) allowed to assume the operator role for the dlq and leases tools."
+  type        = list(string)
+  default     = []
+}
+
 variable "runtime" {
   description = "Who assumes the daemon's role: \"irsa\" (EKS service account) or \"ecs\" (task role)."
   type        = string

@@ -33,7 +33,16 @@ SERVICES = {
     "s3": ["s3"],
     "sns": ["sns"],
     "sts": ["sts"],
+    "secretsmanager": ["secretsmanager"],
 }
+# Batch operations IAM authorizes with the single action (the Service Authorization
+# Reference lists no such actions; a policy naming them grants nothing).
+NOT_IAM_ACTIONS = {
+    "sqs:SendMessageBatch",
+    "sqs:DeleteMessageBatch",
+    "sqs:ChangeMessageVisibilityBatch",
+}
+PREFIX_OBJECTS = "aws_s3_bucket.envelopes.arn}/var.dead_letter_prefix}*"
 # What the daemon calls, on which resource (the brief's list): resource reference -> actions.
 ALLOWED = {
     "aws_dynamodb_table.source.arn": {"dynamodb:DescribeTable"},
@@ -67,16 +76,50 @@ ALLOWED = {
         "kinesis:GetRecords",
         "kinesis:DescribeStreamSummary",
     },
-    "aws_sqs_queue.dead_letter.arn": {
-        "sqs:SendMessage",
-        "sqs:SendMessageBatch",
-        "sqs:GetQueueAttributes",
-        "sqs:GetQueueUrl",
-        "sqs:ReceiveMessage",
-        "sqs:DeleteMessage",
+    "aws_sqs_queue.dead_letter.arn": {"sqs:SendMessage"},
+    PREFIX_OBJECTS: {"s3:PutObject"},
+    "aws_dynamodb_table.dead_letter_ledger.arn": {
+        "dynamodb:CreateTable",
+        "dynamodb:DescribeTable",
+        "dynamodb:UpdateTimeToLive",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
     },
-    "aws_s3_bucket.envelopes.arn}/*": {"s3:PutObject", "s3:GetObject"},
+    "var.signing_key_secret_arn": {"secretsmanager:GetSecretValue"},
     "aws_sns_topic.alerts.arn": {"sns:Publish"},
+}
+# What the operator tools call (consumer/cli/dlq.py, consumer/cli/leases.py, status).
+OPERATOR_ALLOWED = {
+    "aws_sqs_queue.dead_letter.arn": {
+        "sqs:ReceiveMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    },
+    "aws_sqs_queue.quarantine.arn": {"sqs:SendMessage"},
+    PREFIX_OBJECTS: {"s3:GetObject", "s3:DeleteObject"},
+    "aws_dynamodb_table.dead_letter_ledger.arn": {
+        "dynamodb:DescribeTable",
+        "dynamodb:Scan",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+    },
+    "aws_dynamodb_table.leases.arn": {"dynamodb:Scan", "dynamodb:GetItem", "dynamodb:UpdateItem"},
+    "aws_dynamodb_table.read_model.arn": {
+        "dynamodb:UpdateItem",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:DescribeTable",
+    },
+    "aws_dynamodb_table.source.arn": {"dynamodb:DescribeTable"},
+    "aws_dynamodb_table.source.arn}/stream/*": {
+        "dynamodb:DescribeStream",
+        "dynamodb:GetShardIterator",
+    },
+    "var.kinesis_stream_arn": {"kinesis:GetShardIterator", "kinesis:DescribeStreamSummary"},
+    "var.signing_key_secret_arn": {"secretsmanager:GetSecretValue"},
 }
 
 
@@ -168,8 +211,11 @@ def resource_key(resource: str) -> str:
     return resource.removeprefix("${").removesuffix("}").replace("${", "")
 
 
-def privilege_problems(document: dict[str, Any]) -> list[str]:
-    """Anything in the daemon's policy beyond the calls it makes on its own resources."""
+def privilege_problems(
+    document: dict[str, Any], allowed_calls: dict[str, set[str]] | None = None
+) -> list[str]:
+    """Anything in a policy beyond the calls its user makes on its own resources."""
+    allowed_calls = ALLOWED if allowed_calls is None else allowed_calls
     problems = []
     for statement in statements(document):
         if statement.get("effect", "Allow") != "Allow":
@@ -181,9 +227,11 @@ def privilege_problems(document: dict[str, Any]) -> list[str]:
                 key = "aws_dynamodb_table.read_model.arn"
             elif key.startswith("var.kinesis_stream_arn !="):
                 key = "var.kinesis_stream_arn"
-            allowed = ALLOWED.get(key)
+            elif key.startswith("var.signing_key_secret_arn !="):
+                key = "var.signing_key_secret_arn"
+            allowed = allowed_calls.get(key)
             if allowed is None:
-                problems.append(f"{statement.get('sid')}: resource {resource} is not the daemon's")
+                problems.append(f"{statement.get('sid')}: resource {resource} is not its own")
                 continue
             for action in statement["actions"]:
                 if action not in allowed:
@@ -198,6 +246,37 @@ def test_daemon_policy_grants_only_its_calls_on_its_resources(
     assert privilege_problems(document) == []
     granted = {a for s in statements(document) for a in s["actions"]}
     assert granted == set().union(*ALLOWED.values()), "a call the daemon makes is missing"
+
+
+def test_the_daemon_may_only_send_dead_letters_and_the_operator_role_does_the_rest(
+    tf: dict[str, list[dict[str, Any]]],
+) -> None:
+    documents = policy_documents(tf)
+    daemon = {a for s in statements(documents["projector"]) for a in s["actions"]}
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:GetObject", "s3:DeleteObject"):
+        assert action not in daemon, action
+    operator = documents["operator"]
+    assert privilege_problems(operator, OPERATOR_ALLOWED) == []
+    granted = {a for s in statements(operator) for a in s["actions"]}
+    assert granted == set().union(*OPERATOR_ALLOWED.values()), "a call a tool makes is missing"
+    # Envelopes only under the prefix, for both: a forged pointer elsewhere is denied by IAM too.
+    for document in (documents["projector"], operator):
+        s3 = [s for s in statements(document) if any(a.startswith("s3:") for a in s["actions"])]
+        assert [resource_key(r) for s in s3 for r in s["resources"]] == [PREFIX_OBJECTS]
+    role = block(tf, "resource", "aws_iam_role", "operator")
+    assert "var.operator_principal_arns" in role["count"]
+
+
+def test_no_policy_names_a_batch_operation_iam_does_not_know(
+    tf: dict[str, list[dict[str, Any]]],
+) -> None:
+    actions = {
+        action
+        for document in policy_documents(tf).values()
+        for statement in statements(document)
+        for action in statement["actions"]
+    }
+    assert actions & NOT_IAM_ACTIONS == set()
 
 
 @pytest.mark.parametrize(
@@ -240,6 +319,9 @@ def test_tables_queue_alarm_and_bucket_are_configured(
     assert sse["rule"][0]["apply_server_side_encryption_by_default"][0]["sse_algorithm"]
     lifecycle = block(tf, "resource", "aws_s3_bucket_lifecycle_configuration", "envelopes")
     assert lifecycle["rule"][0]["expiration"][0]["days"]
+    ledger = block(tf, "resource", "aws_dynamodb_table", "dead_letter_ledger")
+    assert ledger["hash_key"] == "id"  # consumer/dead_letters/ledger.py KEY
+    assert ledger["ttl"][0]["attribute_name"] == "expires_at" and ledger["ttl"][0]["enabled"]
 
 
 def test_irsa_trust_names_the_kubernetes_service_account(
