@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import click
 import orjson
 
-from consumer.cli.common import config_option, confirm, one_line_errors, settings_from, yes_option
-from consumer.config import Settings
+from consumer.cli.options import config_option, confirm, yes_option
+from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,10 +33,11 @@ quarantine_option = click.option(
 
 
 def _settings(config_path: Path) -> Settings:
-    settings = settings_from(config_path)
+    settings = load_settings(config_path)
     if not settings.dead_letter.queue_url:
-        raise click.ClickException(
-            "dead_letter.queue_url: not set [env STREAM_PROJECTOR_DEAD_LETTER__QUEUE_URL]"
+        raise ConfigError(
+            "dead_letter.queue_url: not set; the dlq tools read the daemon's dead-letter queue "
+            "[env STREAM_PROJECTOR_DEAD_LETTER__QUEUE_URL]"
         )
     return settings
 
@@ -126,8 +127,7 @@ def inspect_command(
 
     settings = _settings(config_path)
     resources = _resources(settings)
-    with one_line_errors():
-        report = inspect(_queue(settings, resources), max_letters, samples, quarantine)
+    report = inspect(_queue(settings, resources), max_letters, samples, quarantine)
     if as_json:
         click.echo(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
         return
@@ -191,27 +191,24 @@ def redrive_command(
     settings = _settings(config_path)
     resources = _resources(settings)
     try:
-        with one_line_errors():
-            projections = {p.name: p for p in load_projections(settings.projections, resources)}
-            ledger = _ledger(settings, resources)
-            check = _check(settings, resources, ledger)
-            queue = _queue(settings, resources)
-            source = settings.source
-            with click.progressbar(length=queue.approximate_count(), label="redrive") as bar:
-                report = Redrive(
-                    queue,
-                    projections,
-                    lambda envelope: decoder_for(source.kind, source.format, envelope),
-                    check,
-                    ledger=ledger,
-                    dry_run=dry_run,
-                    rate=per_second,
-                    only_projection=only_projection,
-                    quarantine=quarantine,
-                    on_letter=lambda: bar.update(1),
-                ).run()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        projections = {p.name: p for p in load_projections(settings.projections, resources)}
+        ledger = _ledger(settings, resources)
+        check = _check(settings, resources, ledger)
+        queue = _queue(settings, resources)
+        source = settings.source
+        with click.progressbar(length=queue.approximate_count(), label="redrive") as bar:
+            report = Redrive(
+                queue,
+                projections,
+                lambda envelope: decoder_for(source.kind, source.format, envelope),
+                check,
+                ledger=ledger,
+                dry_run=dry_run,
+                rate=per_second,
+                only_projection=only_projection,
+                quarantine=quarantine,
+                on_letter=lambda: bar.update(1),
+            ).run()
     finally:
         resources.close()
     verb = "would apply" if dry_run else "applied and deleted"
@@ -246,16 +243,14 @@ def purge_command(config_path: Path, only_projection: str | None, dry_run: bool,
     settings = _settings(config_path)
     resources = _resources(settings)
     queue = _queue(settings, resources)
-    with one_line_errors():
-        count = queue.approximate_count()
+    count = queue.approximate_count()
     scope = f"the letters of projection {only_projection!r} among" if only_projection else ""
     what = f"delete {scope} about {count} messages in {queue.queue_url}".replace("  ", " ")
     if dry_run:
         click.echo(f"dry run: would {what}")
         return
     confirm(what, yes)
-    with one_line_errors():
-        report = purge(queue, _ledger(settings, resources), only_projection)
+    report = purge(queue, _ledger(settings, resources), only_projection)
     click.echo(f"deleted: {len(report.deleted)}; kept: {report.kept}")
 
 
@@ -279,8 +274,7 @@ def delete_command(config_path: Path, message_ids: tuple[str, ...], yes: bool) -
     resources = _resources(settings)
     queue = _queue(settings, resources)
     confirm(f"delete {len(message_ids)} message(s) from {queue.queue_url}", yes)
-    with one_line_errors():
-        report = delete(queue, _ledger(settings, resources), message_ids)
+    report = delete(queue, _ledger(settings, resources), message_ids)
     click.echo(f"deleted: {len(report.deleted)}; not found: {len(report.not_found)}")
     for message_id in report.not_found:
         click.echo(f"  {message_id}: not in the queue")

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from consumer.cli.common import config_option, confirm, one_line_errors, settings_from, yes_option
-from consumer.config import Settings
+from consumer.cli.options import config_option, confirm, yes_option
+from consumer.config import Settings, load_settings
 from consumer.errors import OperatorInputError
 
 if TYPE_CHECKING:
@@ -67,9 +67,8 @@ def list_command(config_path: Path, as_json: bool) -> None:
     from consumer.leases.coordinator import initial_position_note
     from consumer.observability.status import render_json, render_lease_table, rows_from_leases
 
-    settings = settings_from(config_path)
-    with one_line_errors():
-        found = _store(settings).list_leases()
+    settings = load_settings(config_path)
+    found = _store(settings).list_leases()
     rows = rows_from_leases(
         found, now=time.time(), failover_seconds=settings.leases.failover_seconds
     )
@@ -123,29 +122,28 @@ def reset_command(
     )
     from consumer.observability.status import aligned
 
-    with one_line_errors():
-        target = ResetTarget.parse(to_kind, value)
-        settings = settings_from(config_path)
-        if target.kind == "AT_TIMESTAMP" and settings.source.kind != "kinesis":
-            raise OperatorInputError(
-                "--to AT_TIMESTAMP: DynamoDB Streams has no AT_TIMESTAMP iterator; "
-                "use TRIM_HORIZON, LATEST or SEQUENCE"
-            )
-        store = _store(settings)
-        steps = plan_reset(
-            store.list_leases(),
-            target,
-            shards=shards,
-            now=time.time(),
-            failover_seconds=settings.leases.failover_seconds,
-            force=force,
+    target = ResetTarget.parse(to_kind, value)
+    settings = load_settings(config_path)
+    if target.kind == "AT_TIMESTAMP" and settings.source.kind != "kinesis":
+        raise OperatorInputError(
+            "--to AT_TIMESTAMP: DynamoDB Streams has no AT_TIMESTAMP iterator; "
+            "use TRIM_HORIZON, LATEST or SEQUENCE"
         )
-        if target.sequence is not None:
-            from consumer.resources import SharedResources
-            from consumer.runtimes.daemon import build_source
+    store = _store(settings)
+    steps = plan_reset(
+        store.list_leases(),
+        target,
+        shards=shards,
+        now=time.time(),
+        failover_seconds=settings.leases.failover_seconds,
+        force=force,
+    )
+    if target.sequence is not None:
+        from consumer.resources import SharedResources
+        from consumer.runtimes.daemon import build_source
 
-            source = build_source(settings, SharedResources(settings.aws, settings.postgres))
-            check_sequence(source, steps[0].lease.lease_key, target.sequence)
+        source = build_source(settings, SharedResources(settings.aws, settings.postgres))
+        check_sequence(source, steps[0].lease.lease_key, target.sequence)
     click.echo(
         aligned(
             ("SHARD", "OWNER", "CHECKPOINT", "NEW CHECKPOINT", "ACTION"),
@@ -163,7 +161,7 @@ def reset_command(
     )
     refused = [step for step in steps if step.action == "refused"]
     if refused:
-        raise click.ClickException(
+        raise OperatorInputError(
             f"nothing changed: {len(refused)} shard(s) refused (see ACTION); "
             "stop the workers first, or add --force"
         )
@@ -172,8 +170,7 @@ def reset_command(
         click.echo(f"dry run: {changing} lease(s) would be reset" if dry_run else "nothing to do")
         return
     confirm(f"reset {changing} lease(s) of {settings.lease_table} to {target.describe()}", yes)
-    with one_line_errors():
-        results = execute_reset(store, steps, target, _keep_furthest(settings))
+    results = execute_reset(store, steps, target, _keep_furthest(settings))
     for result in results:
         click.echo(f"{result.shard_id}: {result.detail}")
     if any(result.outcome == "conflict" for result in results):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+
+from consumer.errors import OperatorInputError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -33,3 +36,20 @@ def log_level_option(default: str) -> Callable[[Callable[..., Any]], Callable[..
         callback=lambda _ctx, _param, value: value.upper(),
         help="Threshold of the JSON log lines on stdout.",
     )
+
+
+yes_option = click.option("--yes", is_flag=True, help="Do it without asking.")
+
+
+def confirm(what: str, yes: bool) -> None:
+    """Go ahead with `what` only if --yes was given or a person at a terminal says so.
+
+    Without a terminal (a script, CI) and without --yes, nothing is done and the command
+    exits 1: a destructive step is never taken by default.
+    """
+    if yes:
+        return
+    if sys.stdin.isatty():
+        click.confirm(f"{what}?", abort=True)
+        return
+    raise OperatorInputError(f"not done: {what}; add --yes to do it, or --dry-run to only look")

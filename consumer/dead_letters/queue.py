@@ -17,7 +17,7 @@ from typing import Any, Literal
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.aws import error_code
+from consumer.aws_errors import error_code
 from consumer.dead_letters.letter import ENVELOPE_VERSION, letter_id
 
 RECEIVE_BATCH = 10

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from consumer.cli.dlq import dlq
+from consumer.cli.main import main
 from consumer.config import load_settings
 from consumer.leases.store import DynamoDBLeaseStore
 from tests.fixtures.servers import wait_until
@@ -97,7 +97,7 @@ settings = {{ table = "{table or self.table}", fixed = {"true" if fixed else "fa
         """`stream-projector dlq ARGS` in-process, with the fixed config unless one is given."""
         if "--config" not in args:
             args = (*args, "--config", str(self.config("fixed", fixed=True)))
-        return CliRunner().invoke(dlq, list(args))
+        return CliRunner().invoke(main, ["dlq", *args])
 
     def messages(self) -> dict[str, dict[str, Any]]:
         """Every message in the queue now, by id (received, then made visible again)."""

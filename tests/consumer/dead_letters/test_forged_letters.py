@@ -54,7 +54,7 @@ def test_forged_letters_of_each_kind_are_refused_and_stay_in_the_queue(
     inspected = poisoned.dlq("inspect", "--json")
     assert inspected.exit_code == 0, inspected.output
     assert "hunter2" not in inspected.output  # a pointer outside our bucket is not followed
-    report = orjson.loads(inspected.output)
+    report = orjson.loads(inspected.stdout)
     assert report["messages"] == 6 + len(forged)
     assert "not JSON" in report["defects"][forged["malformed-text"]]
     assert "outside dead_letter.bucket" in report["defects"][forged["refused-pointer"]]

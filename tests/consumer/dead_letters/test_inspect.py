@@ -12,7 +12,7 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from consumer.cli.dlq import dlq
+from consumer.cli.main import main
 from consumer.dead_letters.ledger import LETTER, DeadLetterLedger
 from consumer.dead_letters.sqs import SqsDeadLetterSink
 from tests.consumer.dead_letters.test_sqs import letter
@@ -66,7 +66,7 @@ bucket = "{self.bucket}"
         )
 
     def dlq(self, *args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(dlq, [*args, "--config", str(self.config)], input=input)
+        return CliRunner().invoke(main, ["dlq", *args, "--config", str(self.config)], input=input)
 
     def visible(self) -> int:
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])
@@ -101,7 +101,7 @@ def test_inspect_reads_the_whole_queue_and_groups_duplicates(queue: Queue) -> No
 
     inspected = queue.dlq("inspect", "--json", "--samples", "2")
     assert inspected.exit_code == 0, inspected.output
-    report = orjson.loads(inspected.output)
+    report = orjson.loads(inspected.stdout)
     assert report["messages"] == LETTERS + DUPLICATES
     assert report["distinct_letters"] == LETTERS
     assert report["duplicates"] == DUPLICATES
@@ -124,7 +124,7 @@ def test_inspect_waits_for_messages_another_consumer_holds_for_a_moment(queue: Q
             QueueUrl=queue.url, MaxNumberOfMessages=10, VisibilityTimeout=2
         ).get("Messages", [])
         held += len(got)
-    report = orjson.loads(queue.dlq("inspect", "--json").output)
+    report = orjson.loads(queue.dlq("inspect", "--json").stdout)
     assert report["messages"] == 20
 
 
@@ -134,12 +134,12 @@ def test_inspect_stops_at_max_distinct_letters_and_shows_binary_as_base64(
     binary = base64.b64encode(b"\xf3\x89\x9a\xc2 KPL-ish bytes").decode()
     queue.sink().send([letter(0, binary), *(letter(n) for n in range(1, 30))])
     inspected = queue.dlq("inspect", "--json", "--max", "5", "--samples", "30")
-    report = orjson.loads(inspected.output)
+    report = orjson.loads(inspected.stdout)
     assert report["distinct_letters"] == 5
     text = queue.dlq("inspect", "--samples", "30")
     assert text.exit_code == 0, text.output
     assert "30 messages read: 30 distinct letters, 0 duplicates" in text.output
-    full = orjson.loads(queue.dlq("inspect", "--json", "--samples", "30").output)
+    full = orjson.loads(queue.dlq("inspect", "--json", "--samples", "30").stdout)
     (sample,) = [s for s in full["samples"] if s["event_id"] == "e0"]
     assert sample["record"] == {**sample["record"], "Data": binary, "data_encoding": "base64"}
 
@@ -174,7 +174,7 @@ def test_delete_removes_only_the_named_messages_and_reports_unknown_ids(queue: Q
     queue.sink().send([letter(n) for n in range(5)])
     ids = [
         entry["message_ids"][0]
-        for entry in orjson.loads(queue.dlq("inspect", "--json").output)["letters"]
+        for entry in orjson.loads(queue.dlq("inspect", "--json").stdout)["letters"]
     ]
 
     refused = queue.dlq("delete", "--id", ids[0])

@@ -21,7 +21,7 @@ def test_redrive_after_the_fix_gives_the_clean_runs_read_model(poisoned: Poisone
 
     inspected = poisoned.dlq("inspect", "--json")
     assert inspected.exit_code == 0, inspected.output
-    report = orjson.loads(inspected.output)
+    report = orjson.loads(inspected.stdout)
     assert report["by_reason"] == {"projection_error": 6}
     assert report["by_projection"] == {"items": 6}
     assert len(report["samples"]) == 3 and "record" in report["samples"][0]
@@ -40,7 +40,7 @@ def test_redrive_after_the_fix_gives_the_clean_runs_read_model(poisoned: Poisone
     assert redriven.exit_code == 0, redriven.output
     assert "applied and deleted: 6; skipped: 0; failed: 0; refused: 0" in redriven.output
     assert table_state(poisoned.dynamodb, poisoned.table) == expected
-    empty = orjson.loads(poisoned.dlq("inspect", "--json").output)
+    empty = orjson.loads(poisoned.dlq("inspect", "--json").stdout)
     assert empty["messages"] == 0
 
 
@@ -74,11 +74,11 @@ def test_letters_stay_redrivable_after_a_reset_moves_the_checkpoint_back(
 ) -> None:
     from click.testing import CliRunner
 
-    from consumer.cli.leases import leases
+    from consumer.cli.main import main
 
     fixed = str(poisoned.config("fixed", fixed=True))
     reset = CliRunner().invoke(
-        leases, ["reset", "--config", fixed, "--to", "TRIM_HORIZON", "--yes"]
+        main, ["leases", "reset", "--config", fixed, "--to", "TRIM_HORIZON", "--yes"]
     )
     assert reset.exit_code == 0, reset.output
     # The lease now says TRIM_HORIZON; the ledger remembers how far the shard had been read.
