@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from consumer.aws_errors import RESOURCE_NOT_FOUND, error_code
 from consumer.errors import ConfigError, MissingResourceError
+from consumer.observability.redact import register_secret
 
 SIGNATURE = "signature"
 ALGORITHM = "HMAC-SHA256"
@@ -86,6 +87,8 @@ def signer_from_setting(setting: SecretStr, secrets_client: Callable[[], Any]) -
         key = _from_secrets_manager(value.removeprefix(SECRETS_MANAGER), secrets_client)
     else:
         key = value.encode()
+    # Masked in every line this process writes, also when it came from Secrets Manager.
+    register_secret(key.decode(errors="replace"))
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(
             f"{SETTING}: the key is {len(key)} bytes; use at least {MIN_KEY_BYTES} random bytes, "

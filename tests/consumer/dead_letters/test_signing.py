@@ -83,6 +83,10 @@ def test_a_key_from_secrets_manager_signs_like_the_same_key_given_directly(
         assert signer is not None
         assert signer.key_id == Signer(KEY.encode()).key_id
 
+    from consumer.observability.redact import redact
+
+    assert KEY not in redact(f"something printed the key {KEY} by mistake")
+
     with pytest.raises(MissingResourceError, match="no secret 'nope-") as missing:
         signer_from_setting(SecretStr(f"secretsmanager:{unique_name('nope')}"), lambda: secrets)
     assert KEY not in str(missing.value)
