@@ -115,19 +115,6 @@ def test_inspect_reads_the_whole_queue_and_groups_duplicates(queue: Queue) -> No
     assert queue.visible() == LETTERS + DUPLICATES
 
 
-def test_inspect_waits_for_messages_another_consumer_holds_for_a_moment(queue: Queue) -> None:
-    queue.sink().send([letter(n) for n in range(20)])
-    # Another consumer holds every message for 2 s: the first receives find nothing.
-    held = 0
-    while held < 20:
-        got = queue.sqs.receive_message(
-            QueueUrl=queue.url, MaxNumberOfMessages=10, VisibilityTimeout=2
-        ).get("Messages", [])
-        held += len(got)
-    report = orjson.loads(queue.dlq("inspect", "--json").stdout)
-    assert report["messages"] == 20
-
-
 def test_inspect_stops_at_max_distinct_letters_and_shows_binary_as_base64(
     queue: Queue,
 ) -> None:
