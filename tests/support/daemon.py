@@ -83,3 +83,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=120,
         check=False,
     )
+
+
+def invoke_cli(args: list[str], input: str | None = None) -> Any:
+    """`stream-projector ARGS` in-process (click's CliRunner), through the real error path.
+
+    `main` configures structlog with cached loggers; that is put back afterwards, or every
+    logger used later in this process would keep the command's configuration and tests that
+    capture logs would see nothing.
+    """
+    import structlog
+    from click.testing import CliRunner
+
+    from consumer.cli.main import main
+
+    try:
+        return CliRunner().invoke(main, args, input=input)
+    finally:
+        structlog.reset_defaults()

@@ -10,13 +10,12 @@ from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from consumer.cli.main import main
 from consumer.config import load_settings
 from consumer.leases.store import DynamoDBLeaseStore
 from tests.fixtures.servers import wait_until
-from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
+from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, invoke_cli
 from tests.support.guarded import create_table
 from tests.support.streams import kinesis_stream
 
@@ -97,7 +96,7 @@ settings = {{ table = "{table or self.table}", fixed = {"true" if fixed else "fa
         """`stream-projector dlq ARGS` in-process, with the fixed config unless one is given."""
         if "--config" not in args:
             args = (*args, "--config", str(self.config("fixed", fixed=True)))
-        return CliRunner().invoke(main, ["dlq", *args])
+        return invoke_cli(["dlq", *args])
 
     def messages(self) -> dict[str, dict[str, Any]]:
         """Every message in the queue now, by id (received, then made visible again)."""

@@ -10,12 +10,12 @@ from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from consumer.cli.main import main
 from consumer.dead_letters.ledger import LETTER, DeadLetterLedger
 from consumer.dead_letters.sqs import SqsDeadLetterSink
 from tests.consumer.dead_letters.test_sqs import letter
+from tests.support.daemon import invoke_cli
 
 # moto's SQS walks every message of the queue several times per call (it recomputes the
 # queue's attributes), so its cost grows with the square of the queue: measured on the 2-core
@@ -66,7 +66,7 @@ bucket = "{self.bucket}"
         )
 
     def dlq(self, *args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(main, ["dlq", *args, "--config", str(self.config)], input=input)
+        return invoke_cli(["dlq", *args, "--config", str(self.config)], input=input)
 
     def visible(self) -> int:
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])

@@ -72,14 +72,10 @@ def test_a_redriven_letter_leaves_the_ledger_so_a_new_failure_is_sent_again(
 def test_letters_stay_redrivable_after_a_reset_moves_the_checkpoint_back(
     poisoned: Poisoned,
 ) -> None:
-    from click.testing import CliRunner
-
-    from consumer.cli.main import main
+    from tests.support.daemon import invoke_cli
 
     fixed = str(poisoned.config("fixed", fixed=True))
-    reset = CliRunner().invoke(
-        main, ["leases", "reset", "--config", fixed, "--to", "TRIM_HORIZON", "--yes"]
-    )
+    reset = invoke_cli(["leases", "reset", "--config", fixed, "--to", "TRIM_HORIZON", "--yes"])
     assert reset.exit_code == 0, reset.output
     # The lease now says TRIM_HORIZON; the ledger remembers how far the shard had been read.
     redriven = poisoned.dlq("redrive")

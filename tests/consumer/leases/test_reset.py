@@ -11,10 +11,9 @@ from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from structlog.testing import capture_logs
 
-from consumer.cli.main import main
 from consumer.config import Settings, load_settings
 from consumer.errors import LeaseLostError, OperatorInputError
 from consumer.leases.coordinator import LeaseCoordinator
@@ -23,7 +22,7 @@ from consumer.leases.reset import ResetTarget, plan_reset
 from consumer.leases.store import DynamoDBLeaseStore
 from consumer.sources.shard import ShardInfo
 from tests.fixtures.servers import wait_until
-from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
+from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, invoke_cli
 from tests.support.recording import create_recording_table, recorded
 from tests.support.streams import kinesis_stream
 
@@ -202,7 +201,7 @@ settings = {{ table = "{table}" }}
 
 
 def reset(stream: Stream, *args: str) -> Result:
-    return CliRunner().invoke(main, ["leases", "reset", "--config", str(stream.config), *args])
+    return invoke_cli(["leases", "reset", "--config", str(stream.config), *args])
 
 
 def test_reset_to_trim_horizon_replays_and_leaves_the_read_model_identical(stream: Stream) -> None:
@@ -315,12 +314,12 @@ def test_leases_list_shows_counter_renewal_and_an_expired_lease(stream: Stream) 
     )
     ghost.take(lease, "dead-worker")
 
-    listed = CliRunner().invoke(main, ["leases", "list", "--config", str(stream.config), "--json"])
+    listed = invoke_cli(["leases", "list", "--config", str(stream.config), "--json"])
     assert listed.exit_code == 0, listed.output
     (row,) = orjson.loads(listed.stdout)
     assert row["owner"] == "dead-worker" and row["state"] == "expired"
     assert row["counter"] == lease.lease_counter + 1 and row["renewal_age_seconds"] >= 59
-    table = CliRunner().invoke(main, ["leases", "list", "--config", str(stream.config)])
+    table = invoke_cli(["leases", "list", "--config", str(stream.config)])
     header, line = table.output.splitlines()[:2]
     assert header.split()[:4] == ["SHARD", "PARENTS", "OWNER", "COUNTER"]
     assert line.split()[-1] == "expired" and "s ago" in line
@@ -336,7 +335,7 @@ def test_leases_list_says_initial_position_latest_does_not_move_existing_leases(
     stream.put(0, 3)
     stream.run_to_end()
     monkeypatch.setenv("STREAM_PROJECTOR_SOURCE__INITIAL_POSITION", "LATEST")
-    listed = CliRunner().invoke(main, ["leases", "list", "--config", str(stream.config)])
+    listed = invoke_cli(["leases", "list", "--config", str(stream.config)])
     assert listed.exit_code == 0, listed.output
     assert "initial_position = LATEST applies only to shards without a lease" in listed.output
     assert "leases reset --to LATEST" in listed.output
