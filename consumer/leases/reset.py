@@ -52,7 +52,7 @@ class ResetTarget:
         if kind in ("TRIM_HORIZON", "LATEST"):
             if value is not None:
                 raise OperatorInputError(f"--to {kind} takes no value (got {value!r})")
-            return cls(kind)  # type: ignore[arg-type]
+            return cls(kind)
         if value is None:
             example = "2025-04-01T09:00:00Z" if kind == "AT_TIMESTAMP" else "4968048210310..."
             raise OperatorInputError(f"--to {kind} needs a value, e.g. --to {kind} {example}")
