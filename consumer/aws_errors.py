@@ -66,6 +66,7 @@ NOT_FOUND_CODES = frozenset(
         "NoSuchBucket",  # S3
         "NotFound",  # SNS: topic
         "NotFoundException",
+        "404",  # S3 HeadBucket and HeadObject: the status, as the answer has no body
     }
 )
 # A stream's identifier is malformed (an ARN of the wrong shape, a name with bad characters).

@@ -26,7 +26,7 @@ from consumer.pipeline.shard_consumer import ShardConsumer
 from consumer.pipeline.worker import Worker, WorkerTimings
 from consumer.resources import SharedResources
 from consumer.runtimes.stack import build_stack
-from consumer.runtimes.startup import check_postgres, check_source
+from consumer.runtimes.startup import check_dead_letters, check_postgres, check_source
 from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
 from consumer.sources.kinesis import KinesisSource
 from consumer.sources.position import LATEST, TRIM_HORIZON, StartPosition
@@ -133,6 +133,7 @@ def build_daemon(
     source = build_source(settings, resources)
     check_source(source, settings, resources.aws_client("dynamodb").meta.region_name)
     check_postgres(resources)
+    check_dead_letters(settings, resources)
     decoder = stack.decoder(settings.source.kind, source.stream_id)
     store = DynamoDBLeaseStore(resources.aws_client("dynamodb"), settings.lease_table)
     worker_id = settings.worker_id

@@ -5,13 +5,17 @@ What "does not exist" and "does not answer" mean for each resource is written do
 docs/errors.md. The stream is what the daemon reads: if it cannot be listed at start-up, there
 is nothing to do, and exiting with the reason lets the orchestrator show it (and retry).
 PostgreSQL is a sink: a server that refuses the DSN is a mistake, one that does not answer is an
-outage the shards wait out (the records stay in the stream), shown in /readyz and the logs.
+outage the shards wait out (the records stay in the stream), shown in /readyz and the logs. The
+dead-letter queue and bucket are checked only for existence: the daemon's least-privilege role
+may send to them and nothing else, so a refusal to look leaves them to the first poison record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.aws_errors import INVALID_NAME_CODES, NOT_FOUND_CODES, error_code
 from consumer.config import Settings
@@ -51,3 +55,38 @@ def check_postgres(resources: SharedResources) -> None:
         resources.check_postgres()
     except TransientError as exc:
         log.warning("postgres does not answer at start-up; shards wait for it", error=str(exc))
+
+
+def check_dead_letters(settings: Settings, resources: SharedResources) -> None:
+    """ConfigError when `[dead_letter]` names a queue or a bucket that does not exist."""
+    queue, bucket = settings.dead_letter.queue_url, settings.dead_letter.bucket
+    if queue:
+        _must_exist(
+            lambda: resources.aws_client("sqs").get_queue_attributes(
+                QueueUrl=queue, AttributeNames=["QueueArn"]
+            ),
+            "dead_letter.queue_url",
+            f"queue {queue}",
+        )
+    if bucket:
+        _must_exist(
+            lambda: resources.aws_client("s3").head_bucket(Bucket=bucket),
+            "dead_letter.bucket",
+            f"bucket {bucket}",
+        )
+
+
+def _must_exist(look: Callable[[], object], setting: str, what: str) -> None:
+    try:
+        look()
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in NOT_FOUND_CODES:
+            raise ConfigError(
+                f"{setting}: {what} does not exist ({code}); create it (deploy/terraform has "
+                "one) or fix the setting"
+            ) from None
+        # Access denied is what a role that may only send gets: nothing to conclude.
+        log.debug("could not check that it exists", setting=setting, error=str(exc))
+    except BotoCoreError as exc:
+        log.warning("could not check that it exists", setting=setting, error=str(exc))

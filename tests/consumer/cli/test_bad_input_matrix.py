@@ -125,6 +125,16 @@ CASES: dict[str, Case] = {
         config=KINESIS.replace("{stream_line}", 'stream_name = "no-such-stream"'),
         messages=("source.stream_name", "no-such-stream", "does not exist"),
     ),
+    "dead_letter_queue_missing": Case(
+        ("run", "--config", "{config}"),
+        config=TRIP + '[dead_letter]\nqueue_url = "{moto}/123456789012/no-such-queue"\n',
+        messages=("dead_letter.queue_url", "no-such-queue", "does not exist"),
+    ),
+    "dead_letter_bucket_missing": Case(
+        ("run", "--config", "{config}"),
+        config=TRIP + '[dead_letter]\nqueue_url = "{queue}"\nbucket = "no-such-bucket-{app}"\n',
+        messages=("dead_letter.bucket", "no-such-bucket", "does not exist"),
+    ),
     # -- the HTTP port and the command line ------------------------------------------------------
     "http_port_in_use": Case(
         ("run", "--config", "{config}"),
@@ -228,6 +238,8 @@ def world(moto_endpoint: str, postgres_dsn: str) -> Iterator[dict[str, str]]:
     )
     dead_port = free_port()
     admin = conninfo_to_dict(postgres_dsn)
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_endpoint)
+    queue = sqs.create_queue(QueueName=f"letters-{suffix}")["QueueUrl"]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -241,6 +253,7 @@ def world(moto_endpoint: str, postgres_dsn: str) -> Iterator[dict[str, str]]:
             "dead_port": str(dead_port),
             "password": PASSWORD,
             "moto": moto_endpoint,
+            "queue": queue,
             "dsn_down": f"postgresql://reader:{PASSWORD}@127.0.0.1:{dead_port}/shop",
             "dsn_no_database": make_conninfo(
                 "", **{**admin, "dbname": f"missing_{suffix}", "password": PASSWORD}
