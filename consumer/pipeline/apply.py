@@ -17,6 +17,7 @@ from consumer.config import RetrySettings
 from consumer.dead_letters.letter import DeadLetter, DeadLetterSink
 from consumer.errors import DecodeError, StreamProjectorError
 from consumer.observability.metrics import Metrics
+from consumer.observability.redact import redact
 from consumer.pipeline import record_age
 from consumer.pipeline.classify import classify
 from consumer.pipeline.prefetch import FetchedBatch
@@ -194,7 +195,7 @@ class Pipeline:
                 projection=DECODE_STAGE,
                 reason="decode_error",
                 error_type=type(error).__name__,
-                error_message=str(error)[:2000],
+                error_message=redact(str(error))[:2000],
                 attempts=1,
                 first_failure_time=now,
                 last_failure_time=now,
@@ -290,7 +291,7 @@ def _letter(
         projection=projection,
         reason=reason,
         error_type=type(error).__name__,
-        error_message=str(error)[:2000],
+        error_message=redact(str(error))[:2000],
         attempts=attempts,
         first_failure_time=first,
         last_failure_time=last,

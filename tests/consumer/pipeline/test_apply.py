@@ -224,3 +224,28 @@ def test_classification_defaults_and_extra_transient_codes() -> None:
     assert classify(DecodeError("x")) == "poison"
     assert classify(ConnectionRefusedError()) == "transient"
     assert classify(KeyError("x")) == "poison"
+
+
+class LeakyProjection:
+    """Fails with a driver message that quotes a connection string, password and all."""
+
+    name = "leaky"
+
+    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+        raise ValueError('invalid URI: "postgresql://app:Pa55-w0rd@[fd00::1/db"')
+
+
+def test_a_dead_letter_never_carries_a_secret_of_the_error() -> None:
+    sink = Sink()
+    Pipeline(
+        stream="s",
+        shard_id="shardId-0",
+        projections=[LeakyProjection()],
+        metrics=Metrics(),
+        dead_letters=sink,
+        policy=FAST,
+        abandon=threading.Event(),
+    ).process(FetchedBatch([record(0)]))
+    (letter,) = sink.letters
+    assert "Pa55-w0rd" not in letter.error_message
+    assert "postgresql://app:***@" in letter.error_message
