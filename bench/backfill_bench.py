@@ -32,7 +32,7 @@ from consumer.backfill.runner import Backfill, BackfillOptions
 from consumer.backfill.scan import describe_table
 from consumer.record import ChangeRecord
 from consumer.sources.attribute_values import to_image
-from projections.projection import Outcome
+from projections.results import Outcome, Results
 from projections.scenarios.trip_search import GUARD_ATTRIBUTES, TripSearchProjection, create_table
 
 REGION = "us-east-1"
@@ -44,8 +44,8 @@ class CountingProjection:
 
     name = "count"
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
-        return Outcome(applied=len(records))
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
+        return Results.of(records, Outcome.APPLIED)
 
 
 @dataclass(frozen=True, slots=True)

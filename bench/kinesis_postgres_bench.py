@@ -54,7 +54,8 @@ from psycopg_pool import ConnectionPool
 from bench.postgres_bench import COLUMNS, T0
 from bench.processes import PerRecord, cpu_seconds, stop
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Resources
+from projections.projection import Resources
+from projections.results import Results
 from projections.sinks.postgres import GuardedUpsert, batch_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,12 @@ class JsonUpsertProjection:
         self.name = name
         self.pool = pool
         self.upsert = GuardedUpsert(
-            table, COLUMNS, ("id",), guard="t.version < EXCLUDED.version", position="version"
+            table,
+            COLUMNS,
+            ("id",),
+            guard="t.version < EXCLUDED.version",
+            position="version",
+            returning=True,
         )
 
     @classmethod
@@ -87,29 +93,29 @@ class JsonUpsertProjection:
         """Settings: table (default bench_kinesis_docs)."""
         return cls(name, resources.postgres_pool(), settings.get("table", TABLE))
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """One guarded upsert of the batch in one transaction."""
-        rows = []
+        results = Results()
+        written: list[tuple[ChangeRecord, tuple[Any, ...]]] = []
         for record in records:
             doc = record.new_image
-            if doc is not None:
-                rows.append(
-                    (
-                        doc["id"],
-                        doc["version"],
-                        doc["name"],
-                        doc["price"],
-                        orjson.dumps(doc).decode(),
-                        doc["updated_at"],
-                    )
-                )
-        outcome = Outcome(filtered=len(records) - len(rows))
-        if rows:
+            if doc is None:
+                results.filtered(record)
+                continue
+            row = (
+                doc["id"],
+                doc["version"],
+                doc["name"],
+                doc["price"],
+                orjson.dumps(doc).decode(),
+                doc["updated_at"],
+            )
+            written.append((record, row))
+        if written:
             with batch_transaction(self.pool, what=f"projection {self.name}") as conn:
-                cur = self.upsert.execute(conn, rows)
-                written = cur.rowcount if cur is not None else 0
-            outcome.applied, outcome.stale_skipped = written, len(rows) - written
-        return outcome
+                cur = self.upsert.execute(conn, [row for _, row in written])
+                results.merge(self.upsert.results(written, cur))
+        return results
 
 
 def create_table(dsn: str, table: str = TABLE) -> None:

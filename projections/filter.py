@@ -27,7 +27,8 @@ from typing import Any
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Projection, Resources
+from projections.projection import Projection, Resources, attempt
+from projections.results import Results
 from projections.wrapper import WrappingProjection
 
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
@@ -238,9 +239,15 @@ class FilteredProjection(WrappingProjection):
         inner = load_inner_projection(name, settings, resources, {"filter"})
         return cls(inner, parse_filter(settings.get("filter"), f"projections.{name}.filter"))
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
-        """Apply the matching records through the inner projection; count the rest."""
-        kept, dropped = self.filter.split(records)
-        outcome = self.inner.apply(kept) if kept else Outcome()
-        outcome.filtered += dropped
-        return outcome
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
+        """Apply the matching records through the inner projection; the rest are filtered."""
+        results = Results()
+        kept: list[ChangeRecord] = []
+        for record in records:
+            if self.filter.matches(record):
+                kept.append(record)
+            else:
+                results.filtered(record)
+        if kept:
+            results.merge(attempt(self.inner, kept))
+        return results

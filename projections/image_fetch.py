@@ -29,7 +29,8 @@ from consumer.errors import ConfigError, PoisonError, TransientError
 from consumer.pipeline.retry import Backoff, retry
 from consumer.record import ChangeRecord
 from consumer.sources.attribute_values import from_image, to_attribute_value
-from projections.projection import Outcome, Projection, Resources
+from projections.projection import Projection, Resources
+from projections.results import Results
 from projections.wrapper import WrappingProjection
 
 MAX_KEYS_PER_CALL = 100  # BatchGetItem's limit
@@ -172,6 +173,14 @@ class ImageFetchingProjection(WrappingProjection):
         inner = load_inner_projection(name, settings, resources, {"table"})
         return cls(inner, ImageFetcher(resources.aws_client("dynamodb"), table))
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Fetch the missing images, then apply through the inner projection."""
-        return self.inner.apply(self.fetcher.fetch(records))
+        fetched = self.fetcher.fetch(records)
+        inner = self.inner.apply(fetched)
+        # The inner projection reports on the records it was given; report on ours.
+        results = Results()
+        for original, sent in zip(records, fetched, strict=True):
+            result = inner.get(sent)
+            if result is not None:
+                results.add(original, result.outcome, result.error)
+        return results

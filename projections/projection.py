@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consumer.record import ChangeRecord
-
-
-@dataclass(slots=True)
-class Outcome:
-    """Counts of what a projection did with a batch, per record."""
-
-    applied: int = 0
-    stale_skipped: int = 0
-    filtered: int = 0
-
-    def __iadd__(self, other: Outcome) -> Outcome:
-        self.applied += other.applied
-        self.stale_skipped += other.stale_skipped
-        self.filtered += other.filtered
-        return self
-
-    @property
-    def total(self) -> int:
-        """Records accounted for."""
-        return self.applied + self.stale_skipped + self.filtered
+from projections.results import Outcome, Results
 
 
 class Projection(Protocol):
@@ -38,9 +18,27 @@ class Projection(Protocol):
 
     name: str
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
-        """Apply `records` (in shard order); return the outcome counts."""
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
+        """Apply `records` (in shard order); return each record's outcome."""
         ...
+
+
+def attempt(projection: Projection, records: Sequence[ChangeRecord]) -> Results:
+    """`projection.apply(records)`, with a raised error as every record's failure.
+
+    A projection raises only when none of the records took effect, so failing them all is
+    exact; the caller classifies the error from the results (nothing is swallowed).
+    """
+    try:
+        results = projection.apply(records)
+    except Exception as exc:  # becomes data: each record's outcome is FAILED with exc
+        return Results.of(records, Outcome.FAILED, exc)
+    if not isinstance(results, Results):
+        error = TypeError(
+            f"projection {projection.name}.apply returned {type(results).__name__}, not Results"
+        )
+        return Results.of(records, Outcome.FAILED, error)
+    return results
 
 
 class Resources(Protocol):

@@ -10,8 +10,9 @@ TTL expiries (REMOVEs made by the TTL service) are not user deletes: a route set
 `ttl_expiry = "ignore"` to drop them (counted as filtered) or keeps the default "include" and
 reads `record.ttl_expiry` itself.
 
-When one handler fails, the whole batch is retried, so handlers that already applied it see
-it again: every handler must be guarded (docs/design.md invariant 4), which makes that harmless.
+When one handler fails, its records are reported failed and the batch is retried from the
+first of them, so the other handlers may see records they already applied again: every handler
+must be guarded (docs/design.md invariant 4), which makes that harmless.
 
     [[projections]]
     name = "app"
@@ -34,7 +35,8 @@ from typing import Any
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from projections.filter import RecordFilter, parse_filter
-from projections.projection import Outcome, Projection, Resources
+from projections.projection import Projection, Resources, attempt
+from projections.results import Results
 
 RULE_KEYS = frozenset({"entity_type", "pk_prefix", "sk_prefix", "sk", "ttl_expiry", "filter"})
 
@@ -142,20 +144,23 @@ class Router:
                 return index
         return None
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
-        """Split the batch by route (order kept within each) and apply each part."""
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
+        """Split the batch by route (order kept within each) and apply each part.
+
+        A handler that fails does not stop the others: its records are reported failed.
+        """
         parts: list[list[ChangeRecord]] = [[] for _ in self.routes]
-        outcome = Outcome()
+        results = Results()
         for record in records:
             index = self.route_index(record)
             if index is None:
-                outcome.filtered += 1
+                results.filtered(record)
             else:
                 parts[index].append(record)
         for route, part in zip(self.routes, parts, strict=True):
             if part:
-                outcome += route.handler.apply(part)
-        return outcome
+                results.merge(attempt(route.handler, part))
+        return results
 
     def migrate(self) -> None:
         """Migrate every handler that owns tables."""

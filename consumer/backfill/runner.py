@@ -28,8 +28,10 @@ from consumer.backfill.scan import Chunk, Order, SegmentReader, TableShape
 from consumer.errors import PoisonError, TransientError
 from consumer.pipeline.classify import classify
 from consumer.pipeline.retry import Backoff, RetryStopped, pause, retry
+from consumer.pipeline.tally import Tally
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Projection
+from projections.projection import Projection, attempt
+from projections.results import Counts
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +61,7 @@ class BackfillReport:
     segments: int
     fed: int = 0
     pages: int = 0
-    outcome: Outcome = field(default_factory=Outcome)
+    outcome: Counts = field(default_factory=Counts)
     failed_keys: list[dict[str, Any]] = field(default_factory=list)
     already_done: int = 0
     resumed: int = 0
@@ -230,27 +232,48 @@ class Backfill:
             self._report.fed += len(chunk.records)
         self._items.charge(len(chunk.records), self._stop)
 
-    def _apply(self, projection: Projection, records: list[ChangeRecord]) -> None:
-        """Apply with the daemon's policy: wait out transient failures, isolate poison."""
+    def _apply(
+        self, projection: Projection, records: list[ChangeRecord], tally: Tally | None = None
+    ) -> None:
+        """Apply with the daemon's policy: wait out transient failures, isolate poison.
+
+        Each record is counted once, with the first final outcome it reached; each try starts
+        at the first record not yet settled.
+        """
+        settled = tally or Tally(self._count)
+
+        def attempt_unsettled() -> None:
+            pending = settled.unsettled_from(records)
+            results = attempt(projection, pending)
+            settled.settle(results, pending)
+            errors = results.errors_for(settled.unsettled_from(pending), projection.name)
+            if errors:
+                transient = [error for error in errors if classify(error) == "transient"]
+                raise (transient or errors)[0]
+
         try:
-            outcome = retry(
-                lambda: projection.apply(records),
+            retry(
+                attempt_unsettled,
                 backoff=Backoff(),
                 retry_on=lambda error: classify(error) == "transient",
                 stop=self._stop,
             )
         except PoisonError:
-            if len(records) == 1:
-                self._failed(projection, records[0])
+            pending = settled.unsettled_from(records)
+            if len(pending) == 1:
+                self._failed(projection, pending[0])
+                settled.dead_lettered(pending[0])
                 return
             # Record by record, in order, so one bad item does not block its page.
-            for record in records:
-                self._apply(projection, [record])
+            for record in pending:
+                self._apply(projection, [record], settled)
             return
         except RetryStopped as stopped:
             raise TransientError(f"stopped while {projection.name} was failing") from stopped
+
+    def _count(self, counts: Counts) -> None:
         with self._lock:
-            self._report.outcome += outcome
+            self._report.outcome += counts
 
     def _failed(self, projection: Projection, record: ChangeRecord) -> None:
         log.warning("backfill item failed", projection=projection.name, keys=str(dict(record.keys)))

@@ -214,7 +214,7 @@ def _summary(report: BackfillReport, handoff: list[HandoffPoint], as_json: bool)
         "fed": report.fed,
         "pages": report.pages,
         "applied": report.outcome.applied,
-        "stale_skipped": report.outcome.stale_skipped,
+        "stale_skipped": report.outcome.stale,
         "filtered": report.outcome.filtered,
         "failed": len(report.failed_keys),
         "segments": report.segments,
@@ -233,7 +233,7 @@ def _summary(report: BackfillReport, handoff: list[HandoffPoint], as_json: bool)
     state = "complete" if report.complete else "interrupted: run it again to resume"
     return (
         f"backfill {report.run}: fed {report.fed} items in {report.pages} pages "
-        f"(applied {report.outcome.applied}, stale {report.outcome.stale_skipped}, "
+        f"(applied {report.outcome.applied}, stale {report.outcome.stale}, "
         f"filtered {report.outcome.filtered}, failed {len(report.failed_keys)}) "
         f"in {report.seconds:.1f} s; segments done {report.already_done + report.finished}"
         f"/{report.segments}; {state}"

@@ -26,7 +26,7 @@ from consumer.errors import StreamProjectorError
 from consumer.pipeline.apply import ALL_PROJECTIONS, DECODE_STAGE
 from consumer.record import ChangeRecord, RawRecord
 from consumer.sources.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
-from projections.projection import Projection
+from projections.projection import Projection, attempt
 
 REDRIVE_VISIBILITY_SECONDS = 300
 # Passes over the queue while the previous one applied something: a letter that waited on an
@@ -170,7 +170,9 @@ class Redrive:
             records = records_of(message.envelope, self.decoder(message.envelope))
             if not self.dry_run:
                 for projection in chosen:
-                    projection.apply(records)
+                    errors = attempt(projection, records).errors_for(records, projection.name)
+                    if errors:
+                        raise errors[0]
         except Exception as exc:  # not swallowed: reported, and the letter stays in the queue
             report.failed[message.message_id] = f"{type(exc).__name__}: {exc}"
             return False

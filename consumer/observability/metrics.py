@@ -11,11 +11,14 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consumer.observability.lag import ShardLag
+
+if TYPE_CHECKING:
+    from projections.results import Counts
 
 PREFIX = "stream_projector_"
 
@@ -228,14 +231,12 @@ class Metrics:
         with self._lock:
             self.data_lost.labels(stream, shard).inc()
 
-    def record_outcome(
-        self, projection: str, applied: int, stale_skipped: int, filtered: int
-    ) -> None:
-        """Add a projection's per-record outcomes for one batch."""
+    def record_outcomes(self, projection: str, counts: Counts) -> None:
+        """Add records that took their final outcome in `projection` (each counted once)."""
         for outcome, count in (
-            ("applied", applied),
-            ("stale_skipped", stale_skipped),
-            ("filtered", filtered),
+            ("applied", counts.applied),
+            ("stale_skipped", counts.stale),
+            ("filtered", counts.filtered),
         ):
             # labels() even for 0, so the series exists before its first increment.
             self.records.labels(projection, outcome).inc(count)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 
@@ -22,8 +23,9 @@ from consumer.pipeline import record_age
 from consumer.pipeline.classify import classify
 from consumer.pipeline.prefetch import FetchedBatch
 from consumer.pipeline.retry import Backoff, pause
+from consumer.pipeline.tally import Tally
 from consumer.record import ChangeRecord, RawRecord
-from projections.projection import Projection
+from projections.projection import Projection, attempt
 
 log = structlog.get_logger(__name__)
 
@@ -104,13 +106,19 @@ class Pipeline:
             if too_old:
                 self._dead_letter_too_old(too_old)
         for projection in self._projections:
-            self._apply_isolating(projection, records, leaf_attempts=True)
+            tally = Tally(partial(self._metrics.record_outcomes, projection.name))
+            self._apply_isolating(projection, records, tally, leaf_attempts=True)
         self._on_stalled(None)
 
     # -- projections ------------------------------------------------------------------------
 
     def _apply_isolating(
-        self, projection: Projection, records: Sequence[ChangeRecord], *, leaf_attempts: bool
+        self,
+        projection: Projection,
+        records: Sequence[ChangeRecord],
+        tally: Tally,
+        *,
+        leaf_attempts: bool,
     ) -> None:
         """Apply; on a deterministic failure bisect until the poison record stands alone.
 
@@ -118,42 +126,67 @@ class Pipeline:
         a bisection get one try each, since the failure is already shown to be deterministic;
         a single record gets `max_attempts` again before it is dead-lettered.
         """
-        if not records:
+        failed = self._retry(projection, records, tally, leaf_attempts=leaf_attempts)
+        if failed is None:
             return
-        allowed = self._policy.max_attempts if (leaf_attempts or len(records) == 1) else 1
+        pending, failure = failed
+        if len(pending) > 1:
+            middle = len(pending) // 2
+            log.info("bisecting a failing batch", projection=projection.name, size=len(pending))
+            self._apply_isolating(projection, pending[:middle], tally, leaf_attempts=False)
+            self._apply_isolating(projection, pending[middle:], tally, leaf_attempts=False)
+            return
+        self._dead_letter_record(projection.name, pending[0], failure)
+        tally.dead_lettered(pending[0])
+
+    def _retry(
+        self,
+        projection: Projection,
+        records: Sequence[ChangeRecord],
+        tally: Tally,
+        *,
+        leaf_attempts: bool,
+    ) -> tuple[Sequence[ChangeRecord], _Failure] | None:
+        """Attempt until every record is settled (None), or poison used up its attempts.
+
+        Each try starts at the first record not yet settled, and poison attempts count against
+        that record: when it goes through, the next one starts afresh. Transient failures are
+        waited out and never count. Returns the records still unsettled and the last failure.
+        """
+        pending = tally.unsettled_from(records)
         backoff = self._backoff()
         failure: _Failure | None = None
-        while True:
-            try:
-                outcome = projection.apply(records)
-            except Exception as exc:  # classified below: nothing is swallowed
-                now = time.time()
-                if classify(exc, self._policy.transient_error_codes) == "transient":
-                    self._metrics.record_retry("transient")
-                    self._wait(backoff, projection.name, exc, stalled=True)
-                    continue
-                failure = (
-                    _Failure(exc, 1, now, now)
-                    if failure is None
-                    else _Failure(exc, failure.attempts + 1, failure.first, now)
-                )
-                self._metrics.record_retry("poison")
-                if failure.attempts < allowed:
-                    self._wait(backoff, projection.name, exc, stalled=False)
-                    continue
-                break
-            else:
-                self._metrics.record_outcome(
-                    projection.name, outcome.applied, outcome.stale_skipped, outcome.filtered
-                )
-                return
-        if len(records) > 1:
-            middle = len(records) // 2
-            log.info("bisecting a failing batch", projection=projection.name, size=len(records))
-            self._apply_isolating(projection, records[:middle], leaf_attempts=False)
-            self._apply_isolating(projection, records[middle:], leaf_attempts=False)
-            return
-        self._dead_letter_record(projection.name, records[0], failure)
+        while pending:
+            results = attempt(projection, pending)
+            tally.settle(results, pending)
+            remaining = tally.unsettled_from(pending)
+            if remaining and remaining[0] is not pending[0]:
+                failure = None
+                backoff.reset()
+            pending = remaining
+            errors = results.errors_for(pending, projection.name)
+            if not errors:
+                continue
+            transient = [e for e in errors if self._classify(e) == "transient"]
+            if transient:
+                self._metrics.record_retry("transient")
+                self._wait(backoff, projection.name, transient[0], stalled=True)
+                continue
+            now = time.time()
+            failure = (
+                _Failure(errors[0], 1, now, now)
+                if failure is None
+                else _Failure(errors[0], failure.attempts + 1, failure.first, now)
+            )
+            self._metrics.record_retry("poison")
+            allowed = self._policy.max_attempts if (leaf_attempts or len(pending) == 1) else 1
+            if failure.attempts >= allowed:
+                return pending, failure
+            self._wait(backoff, projection.name, errors[0], stalled=False)
+        return None
+
+    def _classify(self, error: BaseException) -> str:
+        return classify(error, self._policy.transient_error_codes)
 
     def _dead_letter_record(self, projection: str, record: ChangeRecord, failure: _Failure) -> None:
         letter = _letter(

@@ -4,10 +4,10 @@ One row per change record: source table, keys, event (INSERT/MODIFY/REMOVE), bef
 after (JSONB; absent images are NULL, e.g. on KEYS_ONLY streams), the stream position,
 event id, the change's time, and `ttl_expiry` (true when the TTL service removed the item,
 which is not a user delete). The row's identity is (stream, shard_id, position), so a replayed
-or retried batch inserts nothing new: `ON CONFLICT DO NOTHING` is the guard, and the skipped
-rows count as `stale_skipped`. The DynamoDB→Kinesis integration can write one change twice
-(two positions, one `event_id`): both deliveries are logged; group by `event_id` to see
-changes rather than deliveries.
+or retried batch inserts nothing new: `ON CONFLICT DO NOTHING` is the guard, and the records
+whose rows were there already are `stale`. The DynamoDB→Kinesis integration can write one
+change twice (two positions, one `event_id`): both deliveries are logged; group by `event_id`
+to see changes rather than deliveries.
 
 JSON keeps numbers exact: a DynamoDB Number becomes a JSON number with all its digits
 (never a float), sets become sorted arrays, binary becomes base64 text.
@@ -27,7 +27,8 @@ from psycopg_pool import ConnectionPool
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Resources
+from projections.projection import Resources
+from projections.results import Results
 from projections.sinks.postgres import batch_transaction, translate_errors
 
 DEFAULT_TABLE = "audit_log"
@@ -146,7 +147,7 @@ class AuditLogProjection:
         aliases = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(len(COLUMNS)))
         self._insert = sql.SQL(
             "INSERT INTO {table} ({names}) SELECT {selected} FROM unnest({shipped}) AS u({aliases})"
-            " ON CONFLICT DO NOTHING"
+            " ON CONFLICT DO NOTHING RETURNING stream, shard_id, position"
         ).format(
             table=sql.Identifier(schema, table),
             names=sql.SQL(", ").join(sql.Identifier(name) for name, _ in COLUMNS),
@@ -195,12 +196,20 @@ class AuditLogProjection:
             index = sql.Identifier(f"{self.table}_source_table_changed_at")
             conn.execute(sql.SQL(_INDEX).format(index=index, table=table))
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
-        """Insert one row per record in one statement; rows already there are skipped."""
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
+        """Insert one row per record in one statement; records whose row exists are stale."""
+        results = Results()
         if not records:
-            return Outcome()
+            return results
         rows = [row_of(record) for record in records]
         columns = [list(column) for column in zip(*rows, strict=True)]
         with batch_transaction(self.pool, self.pool_timeout, f"projection {self.name}") as conn:
-            inserted = conn.execute(self._insert, columns).rowcount
-        return Outcome(applied=inserted, stale_skipped=len(records) - inserted)
+            inserted = set(conn.execute(self._insert, columns).fetchall())
+        for record in records:
+            identity = (record.stream, record.shard_id, record.position)
+            if identity in inserted:
+                inserted.discard(identity)  # a second record at one position is its repeat
+                results.applied(record)
+            else:
+                results.stale(record)
+        return results

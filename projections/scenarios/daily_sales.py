@@ -29,7 +29,8 @@ from psycopg_pool import ConnectionPool
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Resources
+from projections.projection import Resources
+from projections.results import Results
 from projections.scenarios.shop.events import EventAttributes, ShopEvent, parse_event
 from projections.sinks.postgres import batch_transaction, translate_errors
 
@@ -144,31 +145,36 @@ class DailySalesProjection:
             for ddl in _DDL:
                 conn.execute(sql.SQL(ddl).format(**self._names))
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
-        """Count the batch's new order events in one transaction; see the module docstring."""
-        outcome = Outcome()
-        events: list[ShopEvent] = []
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
+        """Count the batch's new order events in one transaction; see the module docstring.
+
+        Stale: an event counted before (replay, duplicate), an order placed again under another
+        version, a second cancellation. Filtered: other events, and the cancellation of an
+        order this projection never saw placed.
+        """
+        results = Results()
+        events: list[tuple[ChangeRecord, ShopEvent]] = []
         for record in records:
             event = parse_event(record, self.attributes)
             if event is None or event.event_type not in EVENTS:
-                outcome.filtered += 1
+                results.filtered(record)
             else:
-                events.append(event)
+                events.append((record, event))
         if not events:
-            return outcome
+            return results
         with batch_transaction(self.pool, self.pool_timeout, f"projection {self.name}") as conn:
-            new = self._claim(conn, events)
-            fresh = [e for e in events if (e.aggregate_id, e.version) in new]
+            new = self._claim(conn, [event for _, event in events])
             # A pair claimed once stands for its first occurrence only (duplicates in a batch).
-            seen: set[tuple[str, int]] = set()
-            firsts = []
-            for event in fresh:
-                if (event.aggregate_id, event.version) not in seen:
-                    seen.add((event.aggregate_id, event.version))
-                    firsts.append(event)
-            outcome.stale_skipped += len(events) - len(firsts)
-            outcome.applied += self._count(conn, firsts)
-        return outcome
+            firsts: list[tuple[ChangeRecord, ShopEvent]] = []
+            for record, event in events:
+                pair = (event.aggregate_id, event.version)
+                if pair in new:
+                    new.discard(pair)
+                    firsts.append((record, event))
+                else:
+                    results.stale(record)
+            self._count(conn, firsts, results)
+        return results
 
     def _claim(
         self, conn: psycopg.Connection[Any], events: list[ShopEvent]
@@ -183,34 +189,38 @@ class DailySalesProjection:
         ).fetchall()
         return {(aggregate, int(version)) for aggregate, version in rows}
 
-    def _count(self, conn: psycopg.Connection[Any], events: list[ShopEvent]) -> int:
-        """Apply new events to the orders and day totals; return how many changed a total."""
+    def _count(
+        self,
+        conn: psycopg.Connection[Any],
+        events: list[tuple[ChangeRecord, ShopEvent]],
+        results: Results,
+    ) -> None:
+        """Apply new events to the orders and day totals, reporting each record's outcome."""
         if not events:
-            return 0
-        order_ids = sorted({e.payload["order_id"] for e in events})
+            return
+        order_ids = sorted({e.payload["order_id"] for _, e in events})
         cancelled_ids = sorted(
-            {e.payload["order_id"] for e in events if e.event_type == "OrderCancelled"}
+            {e.payload["order_id"] for _, e in events if e.event_type == "OrderCancelled"}
         )
         # order_id -> [day, total, cancelled, placed in this batch]
         orders: dict[str, list[Any]] = {}
-        if order_ids:
-            # Locked: a concurrent cancellation of the same order waits for our commit.
-            for order_id, day, total, cancelled in conn.execute(
-                sql.SQL(
-                    "SELECT order_id, day, total, cancelled FROM {} "
-                    "WHERE order_id = ANY(%s::text[]) FOR UPDATE"
-                ).format(self._names["orders"]),
-                [order_ids],
-            ):
-                orders[order_id] = [day, int(total), cancelled, False]
+        # Locked: a concurrent cancellation of the same order waits for our commit.
+        for order_id, day, total, cancelled in conn.execute(
+            sql.SQL(
+                "SELECT order_id, day, total, cancelled FROM {} "
+                "WHERE order_id = ANY(%s::text[]) FOR UPDATE"
+            ).format(self._names["orders"]),
+            [order_ids],
+        ):
+            orders[order_id] = [day, int(total), cancelled, False]
         days: dict[date, _Day] = {}
         placed: list[tuple[str, date, int]] = []
-        counted = 0
-        for event in events:
+        for record, event in events:
             order_id = event.payload["order_id"]
             if event.event_type == "OrderPlaced":
                 if order_id in orders:
-                    continue  # placed twice under two versions: count the first only
+                    results.stale(record)  # placed twice under two versions: the first counts
+                    continue
                 day = (event.occurred_at or _NO_TIME).astimezone(UTC).date()
                 total = int(event.payload["total"])
                 orders[order_id] = [day, total, False, True]
@@ -218,7 +228,7 @@ class DailySalesProjection:
                 bucket = days.setdefault(day, _Day())
                 bucket.placed += 1
                 bucket.placed_total += total
-                counted += 1
+                results.applied(record)
                 continue
             order = orders.get(order_id)
             if order is None or order[2]:
@@ -227,14 +237,17 @@ class DailySalesProjection:
                     projection=self.name,
                     order_id=order_id,
                 )
+                if order is None:
+                    results.filtered(record)
+                else:
+                    results.stale(record)
                 continue
             order[2] = True
             bucket = days.setdefault(order[0], _Day())
             bucket.cancelled += 1
             bucket.cancelled_total += order[1]
-            counted += 1
+            results.applied(record)
         self._write(conn, placed, orders, cancelled_ids, days)
-        return counted
 
     def _write(
         self,

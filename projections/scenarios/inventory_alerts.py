@@ -12,8 +12,10 @@ Each alert is published once (projections/sinks/sns.py): its identity is product
 the change's identity (DynamoDB eventID when the stream has one, which also survives the
 duplicates the DynamoDB→Kinesis integration may write; else stream, shard and position).
 A genuine second crossing (restocked, then sold down again) is a different change and alerts
-again. Outcome per record: applied when it published, stale_skipped when its alerts had all
-been published before, filtered when it means no alert.
+again. Outcome per record: applied when it published, stale when its alerts had all been
+published before, filtered when it means no alert. A record whose publish fails is reported
+failed and the records after it are not attempted (they are retried with it), because the
+alerts already published cannot be taken back.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import structlog
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from projections.idempotency import DEFAULT_TTL_SECONDS, IdempotencyStore, create_table
-from projections.projection import Outcome, Resources
+from projections.projection import Resources
+from projections.results import Results
 from projections.sinks.sns import Alert, SnsAlertSink
 
 log = structlog.get_logger(__name__)
@@ -197,20 +200,24 @@ class InventoryAlertsProjection:
             for kind in crossings(old_stock, new_stock, self.threshold)
         ]
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
-        """Publish the batch's alerts in order, each once."""
-        outcome = Outcome()
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
+        """Publish the batch's alerts in order, each once; stop at the first that fails."""
+        results = Results()
         for record in records:
             alerts = self.alerts_for(record)
             if not alerts:
-                outcome.filtered += 1
+                results.filtered(record)
                 continue
-            result = self.sink.publish(alerts)
-            if result.published:
-                outcome.applied += 1
+            try:
+                published = self.sink.publish(alerts).published
+            except Exception as error:  # reported, and classified by the pipeline like a raise
+                results.failed(record, error)
+                break
+            if published:
+                results.applied(record)
             else:
-                outcome.stale_skipped += 1
-        return outcome
+                results.stale(record)
+        return results
 
     def _is_product(self, keys: Mapping[str, Any]) -> bool:
         pk, sk = keys.get("PK"), keys.get("SK")

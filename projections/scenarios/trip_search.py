@@ -31,8 +31,9 @@ import structlog
 from consumer.aws_errors import RESOURCE_IN_USE, error_code
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Resources
-from projections.sinks.dynamodb import DEFAULT_MAX_WORKERS, DynamoDBSink, GuardedUpdate
+from projections.projection import Resources
+from projections.results import Results
+from projections.sinks.dynamodb import DEFAULT_MAX_WORKERS, DynamoDBSink, GuardedUpdate, Write
 
 log = structlog.get_logger(__name__)
 
@@ -150,19 +151,17 @@ class TripSearchProjection:
         """Release the sink's worker threads."""
         self.sink.close()
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Project `records` (shard order); filtered records never reach DynamoDB."""
-        updates: list[GuardedUpdate] = []
-        filtered = 0
+        results = Results()
+        writes: list[Write] = []
         for record in records:
             update = self.update_for(record)
             if update is None:
-                filtered += 1
+                results.filtered(record)
             else:
-                updates.append(update)
-        outcome = self.sink.write(updates)
-        outcome.filtered += filtered
-        return outcome
+                writes.append((record, update))
+        return results.merge(self.sink.write(writes))
 
     def update_for(self, record: ChangeRecord) -> GuardedUpdate | None:
         """The guarded write one change means, or None when it is not ours to project."""

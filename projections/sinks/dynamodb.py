@@ -2,7 +2,7 @@
 
 Every write is one UpdateItem conditioned on `attribute_not_exists(guard) OR guard < :position`
 that also sets the guard, so a stale or repeated change is refused by DynamoDB itself
-(docs/design.md invariant 4) and counted as `stale_skipped`, never as an error.
+(docs/design.md invariant 4) and reported `stale`, never as an error.
 
 Within a batch, updates to the same key and guard collapse into the one with the highest
 position: that is only correct because each update carries the *full* state of its component
@@ -10,9 +10,12 @@ position: that is only correct because each update carries the *full* state of i
 writes, issued in batch order. Keys are written concurrently on a bounded thread pool; all
 writes of one key run sequentially in one task, so each key keeps its order.
 
-Counting: outcomes are per update. An update coalesced away takes the outcome of the write
-that superseded it (applied if that write applied, stale if it was refused), because its
-effect is contained in that write.
+Results are per record: each update is written on behalf of the record it projects. An update
+coalesced away takes the outcome of the write that superseded it (applied if that write
+applied, stale if it was refused, failed if it failed), because its effect is contained in
+that write. A key whose write fails stops there (its order must hold): its later writes are
+not attempted and their records are left out of the results, so the pipeline retries them.
+Failures are outcomes, not exceptions: the other keys' records still report what they did.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from consumer.aws_errors import (
     transient_error,
 )
 from consumer.errors import PoisonError, StreamProjectorError, TransientError
-from projections.projection import Outcome
+from consumer.record import ChangeRecord
+from projections.results import Results
 
 log = structlog.get_logger(__name__)
 
@@ -69,35 +73,38 @@ class GuardedUpdate:
             )
 
 
+Write = tuple[ChangeRecord, GuardedUpdate]
+
+
 @dataclass(slots=True)
 class _Group:
     """The updates of one key, coalesced per guard, in the order their winners arrived."""
 
     writes: dict[str, tuple[int, GuardedUpdate]] = field(default_factory=dict)
-    merged: dict[str, int] = field(default_factory=dict)
+    merged: dict[str, list[ChangeRecord]] = field(default_factory=dict)
 
-    def add(self, index: int, update: GuardedUpdate) -> None:
+    def add(self, index: int, record: ChangeRecord, update: GuardedUpdate) -> None:
         current = self.writes.get(update.guard)
-        self.merged[update.guard] = self.merged.get(update.guard, 0) + 1
+        self.merged.setdefault(update.guard, []).append(record)
         # Ties go to the later update: two updates at one position come from one record.
         if current is None or update.position >= current[1].position:
             self.writes[update.guard] = (index, update)
 
-    def ordered(self) -> list[tuple[GuardedUpdate, int]]:
-        """Each surviving write with the number of updates it stands for, in batch order."""
+    def ordered(self) -> list[tuple[GuardedUpdate, list[ChangeRecord]]]:
+        """Each surviving write with the records it stands for, in batch order."""
         winners = sorted(self.writes.values(), key=lambda pair: pair[0])
         return [(update, self.merged[update.guard]) for _, update in winners]
 
 
-def coalesce(updates: Iterable[GuardedUpdate]) -> list[list[tuple[GuardedUpdate, int]]]:
+def coalesce(writes: Iterable[Write]) -> list[list[tuple[GuardedUpdate, list[ChangeRecord]]]]:
     """Group updates by key; per key, keep the highest-position update for each guard.
 
-    Returns one list per key of (write, updates it stands for), keys in first-seen order.
+    Returns one list per key of (write, the records it stands for), keys in first-seen order.
     """
     groups: dict[tuple[tuple[str, Any], ...], _Group] = {}
-    for index, update in enumerate(updates):
+    for index, (record, update) in enumerate(writes):
         key = tuple(sorted(update.key.items()))
-        groups.setdefault(key, _Group()).add(index, update)
+        groups.setdefault(key, _Group()).add(index, record, update)
     return [group.ordered() for group in groups.values()]
 
 
@@ -127,30 +134,22 @@ class DynamoDBSink:
                 max_workers=max_workers,
             )
 
-    def write(self, updates: Sequence[GuardedUpdate]) -> Outcome:
-        """Apply `updates` (in source order); return applied / stale_skipped per update.
+    def write(self, writes: Sequence[Write]) -> Results:
+        """Apply each (record, update) in source order; return each record's outcome.
 
-        Raises TransientError if any key hit throttling, a 5xx or the network (after the
-        other keys finished), else PoisonError naming the key whose write DynamoDB rejected.
-        Writes that succeeded stay applied; the guards make retrying the batch harmless.
+        A write refused by its guard is `stale`. A key that hit throttling, a 5xx or the
+        network fails its records with a TransientError, one whose write DynamoDB rejected with
+        a PoisonError naming the key; the other keys are written all the same.
         """
-        groups = coalesce(updates)
-        if not groups:
-            return Outcome()
-        if len(groups) == 1 or self.max_workers == 1:
-            results = [self._write_key(group) for group in groups]
+        groups = coalesce(writes)
+        if len(groups) <= 1 or self.max_workers == 1:
+            parts = [self._write_key(group) for group in groups]
         else:
-            results = list(self._executor().map(self._write_key, groups))
-        total = Outcome()
-        errors: list[StreamProjectorError] = []
-        for outcome, error in results:
-            total += outcome
-            if error is not None:
-                errors.append(error)
-        if errors:
-            transient = [e for e in errors if isinstance(e, TransientError)]
-            raise (transient or errors)[0]
-        return total
+            parts = list(self._executor().map(self._write_key, groups))
+        results = Results()
+        for part in parts:
+            results.merge(part)
+        return results
 
     def close(self) -> None:
         """Stop the worker threads (idempotent)."""
@@ -167,21 +166,22 @@ class DynamoDBSink:
                 )
             return self._pool
 
-    def _write_key(
-        self, writes: list[tuple[GuardedUpdate, int]]
-    ) -> tuple[Outcome, StreamProjectorError | None]:
+    def _write_key(self, writes: list[tuple[GuardedUpdate, list[ChangeRecord]]]) -> Results:
         """Write one key's updates in order; stop at the first failure to keep the order."""
-        outcome = Outcome()
-        for update, count in writes:
+        results = Results()
+        for update, records in writes:
             try:
                 applied = self._write_one(update)
             except StreamProjectorError as error:
-                return outcome, error
-            if applied:
-                outcome.applied += count
-            else:
-                outcome.stale_skipped += count
-        return outcome, None
+                for record in records:
+                    results.failed(record, error)
+                return results
+            for record in records:
+                if applied:
+                    results.applied(record)
+                else:
+                    results.stale(record)
+        return results
 
     def _write_one(self, update: GuardedUpdate) -> bool:
         """One conditional UpdateItem; False when the guard says the change is stale."""

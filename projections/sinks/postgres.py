@@ -42,6 +42,8 @@ from psycopg.adapt import PyFormat
 from psycopg_pool import ConnectionPool
 
 from consumer.errors import PoisonError, TransientError
+from consumer.record import ChangeRecord
+from projections.results import Results
 
 
 class Strategy(StrEnum):
@@ -94,6 +96,9 @@ class GuardedUpsert:
     keeps every row, and PostgreSQL then refuses a key twice: for an `update` that accumulates
     (deltas) or a compare-and-set guard, where dropping a row would lose a change.
     `binary=False` ships text parameters (kept for the benchmark's comparison).
+
+    `returning=True` makes the statement return the keys it wrote, so `results` can tell each
+    record applied (its key was written) from stale (the guard refused it).
     """
 
     table: str
@@ -105,6 +110,7 @@ class GuardedUpsert:
     position: str | None = None
     coalesce: bool = True
     binary: bool = True
+    returning: bool = False
     _key_of: Callable[[Sequence[Any]], Any] = field(init=False, repr=False, compare=False)
     _position_index: int | None = field(init=False, repr=False, compare=False)
     _statements: dict[Strategy, sql.Composed] = field(
@@ -143,6 +149,32 @@ class GuardedUpsert:
                     newest[key] = row
         return rows if len(newest) == len(rows) else list(newest.values())
 
+    def results(
+        self, written: Sequence[tuple[ChangeRecord, Sequence[Any]]], cursor: Any
+    ) -> Results:
+        """Each record applied where the statement wrote its row's key, else stale.
+
+        `written` pairs each record with the row it sent; `cursor` is what `execute` returned
+        (with `returning=True`), read after the pipeline, if any, has synced. A record whose
+        row was coalesced away takes the outcome of its key's newest row, whose write holds
+        its change.
+        """
+        if not self.returning:
+            raise ValueError(f"GuardedUpsert {self.table}: results() needs returning=True")
+        keys: set[Any] = set()
+        while cursor is not None:
+            for returned in cursor.fetchall():
+                keys.add(returned[0] if len(self.key) == 1 else tuple(returned))
+            if not cursor.nextset():
+                break
+        results = Results()
+        for record, row in written:
+            if self._key_of(row) in keys:
+                results.applied(record)
+            else:
+                results.stale(record)
+        return results
+
     def execute(
         self,
         conn: psycopg.Connection[Any],
@@ -170,7 +202,7 @@ class GuardedUpsert:
                     raise
                 cur.execute(self._statement(strategy), arrays)
         elif strategy is Strategy.EXECUTEMANY:
-            cur.executemany(self._statement(strategy), rows)
+            cur.executemany(self._statement(strategy), rows, returning=self.returning)
         else:
             self._copy(cur, rows)
         return cur
@@ -244,6 +276,10 @@ class GuardedUpsert:
         )
         if self.guard:
             statement = statement + sql.SQL(" WHERE ") + sql.SQL(self.guard)
+        if self.returning:
+            statement = statement + sql.SQL(" RETURNING {}").format(
+                sql.SQL(", ").join(sql.Identifier("t", k) for k in self.key)
+            )
         self._statements[strategy] = statement
         return statement
 

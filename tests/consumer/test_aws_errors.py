@@ -105,15 +105,21 @@ def read_stream(streams: Any, stream_arn: str) -> object:
     return source.open_reader(shard.shard_id, TRIM_HORIZON).next_batch()
 
 
+def sink_write(client: Any, table: str) -> None:
+    """One sink write; its failure, which the sink reports as the record's outcome, raised."""
+    record, update = keys_only_record(table), GuardedUpdate({"pk": "a"}, "g", position_of("1"))
+    results = DynamoDBSink(client, table, max_workers=1).write([(record, update)])
+    for error in results.errors_for([record], "sink"):
+        raise error
+
+
 TABLE_CALLERS = [
     Caller("lease table", "dynamodb", "GetItem", lambda c, t: DynamoDBLeaseStore(c, t).get("k")),
     Caller(
         "dynamodb sink",
         "dynamodb",
         "UpdateItem",
-        lambda c, t: DynamoDBSink(c, t, max_workers=1).write(
-            [GuardedUpdate({"pk": "a"}, "g", position_of("1"), {"v": "x"})]
-        ),
+        lambda c, t: sink_write(c, t),
     ),
     Caller("idempotency", "dynamodb", "PutItem", lambda c, t: IdempotencyStore(c, t).claim("k")),
     Caller(

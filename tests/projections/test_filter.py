@@ -13,7 +13,7 @@ import pytest
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from projections.filter import FilteredProjection, RecordFilter, parse_filter
-from projections.projection import Outcome
+from projections.results import Counts, Outcome, Results
 
 PRODUCT = ChangeRecord(
     source="dynamodb",
@@ -128,9 +128,9 @@ class Collecting:
     def from_config(cls, name: str, settings: Mapping[str, Any], resources: Any) -> Collecting:
         return cls()
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         self.seen.extend(records)
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
 
 def test_filtered_projection_counts_non_matching_records_as_filtered_and_keeps_order() -> None:
@@ -144,10 +144,10 @@ def test_filtered_projection_counts_non_matching_records_as_filtered_and_keeps_o
     wrapped = FilteredProjection(
         inner, parse_filter({"event_name": "MODIFY", "keys": {"PK": {"prefix": "PRODUCT#"}}})
     )
-    assert wrapped.apply(batch) == Outcome(applied=2, filtered=2)
+    assert wrapped.apply(batch).counts() == Counts(applied=2, filtered=2)
     assert [r.sequence_number for r in inner.seen] == ["1", "3"]
     # A batch with nothing for the inner projection never reaches it.
-    assert wrapped.apply(batch[1:2]) == Outcome(filtered=1)
+    assert wrapped.apply(batch[1:2]).counts() == Counts(filtered=1)
     assert len(inner.seen) == 2
 
 
@@ -160,7 +160,9 @@ def test_filtered_projection_from_config_builds_the_inner_projection_by_import_p
         },
         resources=None,  # type: ignore[arg-type]
     )
-    assert projection.apply([PRODUCT, replace(PRODUCT, keys={"PK": "X"})]) == Outcome(1, 0, 1)
+    assert projection.apply([PRODUCT, replace(PRODUCT, keys={"PK": "X"})]).counts() == Counts(
+        1, 0, 1
+    )
     with pytest.raises(ConfigError, match=r"projections\.bad\.filter: unknown key"):
         FilteredProjection.from_config(
             "bad",

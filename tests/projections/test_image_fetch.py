@@ -10,7 +10,7 @@ import pytest
 from consumer.errors import TransientError
 from consumer.record import ChangeRecord
 from projections.image_fetch import ImageFetcher, ImageFetchingProjection
-from projections.projection import Outcome
+from projections.results import Counts, Outcome, Results
 
 
 def create_table(client: Any, table: str) -> None:
@@ -114,12 +114,12 @@ class Stocks:
     def __init__(self) -> None:
         self.state: dict[str, int | None] = {}
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         for record in records:
             assert record.event_name == "REMOVE" or record.new_image is not None
             image = record.new_image
             self.state[record.keys["PK"]] = None if image is None else image["Stock"]
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
 
 def test_the_wrapper_gives_the_inner_projection_images_it_could_not_have_otherwise(
@@ -129,6 +129,8 @@ def test_the_wrapper_gives_the_inner_projection_images_it_could_not_have_otherwi
     put(dynamodb, table, "PRODUCT#a", 4)
     inner = Stocks()
     wrapped = ImageFetchingProjection(inner, ImageFetcher(dynamodb))
-    outcome = wrapped.apply([keys_only(1, "PRODUCT#a", table), keys_only(2, "PRODUCT#b", table)])
-    assert outcome == Outcome(applied=2)
+    outcome = wrapped.apply(
+        [keys_only(1, "PRODUCT#a", table), keys_only(2, "PRODUCT#b", table)]
+    ).counts()
+    assert outcome == Counts(applied=2)
     assert inner.state == {"PRODUCT#a": 4, "PRODUCT#b": None}

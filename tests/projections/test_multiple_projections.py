@@ -14,7 +14,7 @@ from consumer.demo.trip_saga import SAGA, create_trip_table, write_saga
 from consumer.errors import PoisonError, TransientError
 from consumer.record import ChangeRecord
 from consumer.runtimes.daemon import build_daemon, run_daemon
-from projections.projection import Outcome
+from projections.results import Outcome, Results
 from projections.scenarios.trip_search import TripSearchProjection
 from tests.consumer.runtimes.test_daemon_trip_search import EXPECTED, documents
 from tests.fixtures.servers import wait_until
@@ -31,14 +31,14 @@ class Failing:
         self.applied: list[str] = []
         self._poison = poison_component
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         self.attempts += 1
         if self.down.is_set():
             raise TransientError(f"{self.name} is down")
         if self._poison and any(r.keys["SK"].startswith(self._poison) for r in records):
             raise PoisonError(f"{self.name} cannot take {self._poison}")
         self.applied.extend(r.sequence_number for r in records)
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
 
 class ListSink:

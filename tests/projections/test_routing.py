@@ -9,7 +9,7 @@ import pytest
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.projection import Outcome
+from projections.results import Counts, Outcome, Results
 from projections.routing import Route, Router, rule_filter
 
 HANDLERS: dict[str, Collecting] = {}
@@ -27,9 +27,9 @@ class Collecting:
     def from_config(cls, name: str, settings: Mapping[str, Any], resources: Any) -> Collecting:
         return cls(name)
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         self.seen.extend(records)
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
 
 def change(n: int, pk: str, sk: str, entity: str | None, **extra: Any) -> ChangeRecord:
@@ -86,7 +86,7 @@ def sequences(handler: str) -> list[int]:
 
 
 def test_records_reach_the_first_matching_route_in_order_and_the_rest_are_filtered() -> None:
-    outcome = router().apply(BATCH)
+    outcome = router().apply(BATCH).counts()
     assert sequences("miyabi.users") == [1, 6]
     # REPOSITORY by entity type: the user's repo link and the reverse lookup item.
     assert sequences("miyabi.repos") == [2, 8]
@@ -94,7 +94,7 @@ def test_records_reach_the_first_matching_route_in_order_and_the_rest_are_filter
     # The TTL expiry of the websocket is not a user delete: this route ignores it.
     assert sequences("miyabi.sockets") == [4]
     # The organization has no route; the TTL REMOVE was dropped by its route's rule.
-    assert outcome == Outcome(applied=6, filtered=2)
+    assert outcome == Counts(applied=6, filtered=2)
 
 
 def test_a_rule_can_route_keys_only_records_by_key_prefix_alone() -> None:
@@ -116,10 +116,10 @@ def test_a_rule_can_route_keys_only_records_by_key_prefix_alone() -> None:
     handler = Collecting("keys_only")
     by_prefix = Route("users", rule_filter({"pk_prefix": "USER#"}, "r"), handler)
     by_entity = Route("orgs", rule_filter({"entity_type": "ORGANIZATION"}, "r"), handler)
-    outcome = Router("keys", [by_prefix, by_entity]).apply(keys_only)
+    outcome = Router("keys", [by_prefix, by_entity]).apply(keys_only).counts()
     # No image, so the entity-type rule cannot match: the ORG record is unrouted.
     assert [r.keys["PK"] for r in handler.seen] == ["USER#u1"]
-    assert outcome == Outcome(applied=1, filtered=1)
+    assert outcome == Counts(applied=1, filtered=1)
 
 
 @pytest.mark.parametrize(
@@ -162,4 +162,4 @@ def test_custom_key_and_entity_attribute_names() -> None:
         },
         None,  # type: ignore[arg-type]
     )  # fmt: skip
-    assert app.apply(records) == Outcome(applied=1)
+    assert app.apply(records).counts() == Counts(applied=1)

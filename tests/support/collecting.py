@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from consumer.record import ChangeRecord
-from projections.projection import Outcome
+from projections.results import Outcome, Results
 
 
 class CollectingProjection:
@@ -21,9 +21,9 @@ class CollectingProjection:
         self.gate.set()
         self.entered = threading.Event()
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         self.entered.set()
         self.gate.wait(60)
         self.applied.extend(int(r.new_image["n"]) for r in records if r.new_image)
         self.sequences.extend(r.sequence_number for r in records)
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Resources
+from projections.projection import Resources
+from projections.results import Results
 
 
 class GuardedItems:
@@ -26,9 +27,9 @@ class GuardedItems:
         """Settings: table, fixed."""
         return cls(name, resources.aws_client("dynamodb"), settings["table"], settings["fixed"])
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Guarded puts, in order; raises on a "bug" value while not fixed."""
-        outcome = Outcome()
+        results = Results()
         for record in records:
             image = record.new_image or {}
             if not self._fixed and str(image["value"]).startswith("bug"):
@@ -45,10 +46,10 @@ class GuardedItems:
                     ExpressionAttributeNames={"#k": "key", "#p": "position"},
                     ExpressionAttributeValues={":p": {"S": record.position}},
                 )
-                outcome.applied += 1
+                results.applied(record)
             except self._client.exceptions.ConditionalCheckFailedException:
-                outcome.stale_skipped += 1
-        return outcome
+                results.stale(record)
+        return results
 
 
 def create_table(dynamodb: Any, table: str) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Resources
+from projections.projection import Resources
+from projections.results import Outcome, Results
 
 
 def create_recording_table(client: Any, table: str) -> None:
@@ -65,7 +66,7 @@ class RecordingProjection:
             settings.get("fail_on", ""),
         )
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Record each change in order; raise on a record carrying the failure marker."""
         for record in records:
             image = record.image or {}
@@ -83,4 +84,4 @@ class RecordingProjection:
                     "applied_ns": {"S": str(time.time_ns())},
                 },
             )
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)

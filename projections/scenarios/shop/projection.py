@@ -4,7 +4,7 @@ Events are deltas (StockReserved 30), so each must take effect once although the
 delivers at least once. The guard is the aggregate version, kept per aggregate in the
 versions table:
 
-- version <= stored version: already applied (a replay or a duplicate): `stale_skipped`.
+- version <= stored version: already applied (a replay or a duplicate): `stale`.
 - version == stored + 1: applied.
 - version > stored + 1: a gap. Per-aggregate order is guaranteed within a shard (the
   partition key is the aggregate id), so a gap means events were lost or skipped upstream
@@ -38,7 +38,8 @@ from psycopg_pool import ConnectionPool
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Resources
+from projections.projection import Resources
+from projections.results import Results
 from projections.scenarios.shop.errors import ConcurrentUpdateError, VersionGapError
 from projections.scenarios.shop.events import EventAttributes, ShopEvent, parse_event
 from projections.scenarios.shop.read_models import (
@@ -166,39 +167,39 @@ class ShopProjection:
         with translate_errors(f"projection {self.name}"), self.pool.connection() as conn:
             create_tables(conn, self.tables)
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Apply the batch's events in one transaction; see the module docstring."""
-        outcome = Outcome()
-        events: list[ShopEvent] = []
+        results = Results()
+        events: list[tuple[ChangeRecord, ShopEvent]] = []
         for record in records:
             event = None
             if self.events_table is None or record.table in (None, self.events_table):
                 event = parse_event(record, self.attributes)
             if event is None:
-                outcome.filtered += 1
+                results.filtered(record)
             else:
-                events.append(event)
+                events.append((record, event))
         if not events:
-            return outcome
+            return results
         what = f"projection {self.name}"
         with batch_transaction(self.pool, self.pool_timeout, what) as conn:
-            stored, batch = self._load(conn, events)
+            stored, batch = self._load(conn, [event for _, event in events])
             current = dict(stored)
-            for event in events:
+            for record, event in events:
                 have = current.get(event.aggregate_id, 0)
                 if event.version <= have:
-                    outcome.stale_skipped += 1
+                    results.stale(record)
                     continue
                 if event.version != have + 1:
                     raise VersionGapError(event.aggregate_id, have, event.version)
                 current[event.aggregate_id] = event.version
                 if event.known:
                     batch.apply(event)
-                    outcome.applied += 1
+                    results.applied(record)
                 else:
-                    outcome.filtered += 1
+                    results.filtered(record)
             self._write(conn, stored, current, batch)
-        return outcome
+        return results
 
     def _load(
         self, conn: psycopg.Connection[Any], events: list[ShopEvent]

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.observability.health import HealthServer, Heartbeat
 from consumer.observability.metrics import Metrics
+from projections.results import Counts
 from tests.fixtures.prometheus import PrometheusServer
 from tests.fixtures.servers import wait_until
 
@@ -71,7 +72,7 @@ def test_every_metric_has_the_prefix_a_help_text_and_its_documented_labels(
     metrics.record_fetch("orders", "shard-1", 2, NOW - 1, 5, 0.01)
     metrics.record_throttle("orders", "shard-1")
     metrics.record_trimmed("orders", "shard-1")
-    metrics.record_outcome("search", 1, 0, 0)
+    metrics.record_outcomes("search", Counts(applied=1))
     metrics.record_dead_letter("search", "poison")
     metrics.observe_batch("orders", "shard-1", 0.2)
     metrics.record_checkpoint("orders", "shard-1")
@@ -149,8 +150,8 @@ def test_fetch_counts_records_latency_and_millis_behind_latest_only_when_given(
 
 
 def test_outcomes_and_dead_letters_count_per_projection_and_reason(metrics: Metrics) -> None:
-    metrics.record_outcome("search", applied=5, stale_skipped=2, filtered=1)
-    metrics.record_outcome("search", applied=1, stale_skipped=0, filtered=0)
+    metrics.record_outcomes("search", Counts(applied=5, stale=2, filtered=1))
+    metrics.record_outcomes("search", Counts(applied=1))
     metrics.record_dead_letter("search", "poison")
 
     def records(outcome: str) -> float | None:

@@ -16,7 +16,7 @@ from consumer.pipeline.apply import ALL_PROJECTIONS, BatchAbandoned, FailurePoli
 from consumer.pipeline.classify import classify
 from consumer.pipeline.prefetch import FetchedBatch
 from consumer.record import ChangeRecord, RawRecord
-from projections.projection import Outcome
+from projections.results import Outcome, Results
 from tests.fixtures.servers import wait_until
 
 FAST = FailurePolicy(max_attempts=3, backoff_base_seconds=0.001, backoff_cap_seconds=0.01)
@@ -47,14 +47,14 @@ class Transactional:
         self.calls = 0
         self.transient_failures = transient_failures
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         self.calls += 1
         if self.calls <= self.transient_failures:
             raise TransientError("database is down")
         if any(r.new_image and r.new_image["bad"] for r in records):
             raise ValueError("cannot project this")
         self.applied.extend(r.new_image["n"] for r in records if r.new_image)
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
 
 class Sink:

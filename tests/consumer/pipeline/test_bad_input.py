@@ -18,7 +18,7 @@ from consumer.config import load_settings
 from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
 from consumer.runtimes.daemon import Daemon
-from projections.projection import Outcome
+from projections.results import Outcome, Results
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
@@ -94,12 +94,12 @@ class CopyProjection:
         self._client = client
         self._table = table
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         for record in records:
             image = dict(record.new_image or {})
             item = {k: {"S": str(v)} for k, v in image.items()}
             self._client.put_item(TableName=self._table, Item=item)
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pytest
 from consumer.config import load_settings
 from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
-from projections.projection import Outcome
+from projections.results import Outcome, Results
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
 from tests.support.streams import kinesis_stream
@@ -43,7 +43,7 @@ class BulkProjection:
         self._client = client
         self._table = table
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         for record in records:
             if record.new_image and record.new_image.get("poison"):
                 raise ValueError(f"cannot project record {record.new_image['n']}")
@@ -63,7 +63,7 @@ class BulkProjection:
             while requests:
                 response = self._client.batch_write_item(RequestItems={self._table: requests})
                 requests = response.get("UnprocessedItems", {}).get(self._table, [])
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
 
 def count_items(dynamodb: Any, table: str) -> set[int]:

@@ -15,7 +15,7 @@ from consumer.leases.lease import Lease
 from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
 from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
-from projections.projection import Outcome
+from projections.results import Results
 from tests.fixtures.servers import wait_until
 from tests.support.collecting import CollectingProjection
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
@@ -262,7 +262,7 @@ class DownSink:
 
     name = "down"
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         raise TransientError("sink down")
 
 

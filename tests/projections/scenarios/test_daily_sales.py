@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from psycopg_pool import ConnectionPool
 
 from consumer.record import ChangeRecord
-from projections.projection import Outcome
+from projections.results import Counts
 from projections.scenarios.daily_sales import DailySalesProjection
 from tests.projections.scenarios.shop.scenario import (
     in_batches,
@@ -93,7 +93,7 @@ def test_totals_per_day_with_cancellations_against_the_day_of_the_order(
     sales: DailySalesProjection, pool: ConnectionPool
 ) -> None:
     outcome = sales.apply(IN_ORDER)
-    assert outcome == Outcome(applied=8, filtered=len(IN_ORDER) - 8)
+    assert outcome.counts() == Counts(applied=8, filtered=len(IN_ORDER) - 8)
     assert totals(pool) == EXPECTED
 
 
@@ -105,11 +105,11 @@ def test_replay_twice_and_duplicate_injection_leave_the_read_model_identical(
     first = dump(pool)
     assert first["totals"] == EXPECTED
     for _ in range(2):
-        assert sales.apply(IN_ORDER).applied == 0
+        assert sales.apply(IN_ORDER).counts().applied == 0
     # The same events delivered again at new positions, inside one batch and across batches.
     orders = [r for r in IN_ORDER if r.new_image["event_type"].startswith("Order")]
     dupes = [redelivered(r, 50_000 + n) for n, r in enumerate(orders)]
-    assert sales.apply(dupes + dupes).applied == 0
+    assert sales.apply(dupes + dupes).counts().applied == 0
     assert dump(pool) == first
 
 
@@ -120,11 +120,11 @@ def test_a_batch_applied_by_two_workers_at_once_counts_once(
     with ConnectionPool(pg_dsn, min_size=1, max_size=2) as other_pool:
         other = DailySalesProjection("daily_sales", other_pool)
         start = threading.Barrier(2)
-        outcomes: list[Outcome] = []
+        outcomes: list[Counts] = []
 
         def run(projection: DailySalesProjection) -> None:
             start.wait()
-            outcomes.append(projection.apply(IN_ORDER))
+            outcomes.append(projection.apply(IN_ORDER).counts())
 
         threads = [threading.Thread(target=run, args=(p,), daemon=True) for p in (sales, other)]
         for thread in threads:
@@ -137,7 +137,7 @@ def test_a_batch_applied_by_two_workers_at_once_counts_once(
 
 def test_other_events_and_records_are_filtered(sales: DailySalesProjection) -> None:
     not_orders = [r for r in IN_ORDER if not r.new_image["event_type"].startswith("Order")]
-    assert sales.apply(not_orders) == Outcome(filtered=len(not_orders))
+    assert sales.apply(not_orders).counts() == Counts(filtered=len(not_orders))
 
 
 @st.composite

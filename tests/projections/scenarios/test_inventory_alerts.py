@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from consumer.errors import ConfigError, TransientError
 from consumer.record import ChangeRecord
 from projections.idempotency import PENDING, Claim, IdempotencyStore
-from projections.projection import Outcome
+from projections.results import Counts
 from projections.scenarios.inventory_alerts import (
     LOW_STOCK,
     OUT_OF_STOCK,
@@ -155,7 +155,7 @@ def test_each_crossing_is_published_once_and_a_replayed_batch_publishes_nothing(
 ) -> None:
     projection = alerts_projection(aws_client, topic, unique_name("idem"))
     # Per record: three records raised alerts (the last raised two), four raised none.
-    assert projection.apply(SCENARIO) == Outcome(applied=3, filtered=4)
+    assert projection.apply(SCENARIO).counts() == Counts(applied=3, filtered=4)
     first = topic.messages()
     assert summary(first) == EXPECTED
     assert first[0] | {"changed_at": None} == {
@@ -164,7 +164,7 @@ def test_each_crossing_is_published_once_and_a_replayed_batch_publishes_nothing(
         "sequence_number": SCENARIO[2].sequence_number, "changed_at": None,
     }  # fmt: skip
     # The whole batch again (a retry after a later failure, or a replay): nothing new.
-    assert projection.apply(SCENARIO) == Outcome(stale_skipped=3, filtered=4)
+    assert projection.apply(SCENARIO).counts() == Counts(stale=3, filtered=4)
     assert topic.messages() == []
 
 
@@ -197,18 +197,22 @@ def test_a_batch_retried_after_a_failed_publish_publishes_each_alert_exactly_onc
     # The fourth alert of the batch: the second of the last record's two alerts.
     flaky = FlakySns(topic.sns, fail_calls={4})
     projection = alerts_projection(aws_client, topic, table, sns=flaky)
-    with pytest.raises(TransientError, match="SNS publish"):
-        projection.apply(SCENARIO)
+    first = projection.apply(SCENARIO)
+    # The failure is reported on its record; the alerts of the records before it went out.
+    (failure,) = first.failures()
+    assert failure.record is SCENARIO[-1]
+    assert isinstance(failure.error, TransientError) and "SNS publish" in str(failure.error)
+    assert first.counts() == Counts(applied=2, filtered=4, failed=1)
     before_retry = topic.messages()
     assert len(before_retry) == 3
     # The failed alert's claim was released, so the retry publishes it (not lost) ...
     store = projection.sink.idempotency
     assert store.status(f"p001#{OUT_OF_STOCK}#event-7") is None
     assert store.status(f"p001#{LOW_STOCK}#event-7") == "DONE"
-    assert projection.apply(SCENARIO) == Outcome(applied=1, stale_skipped=2, filtered=4)
+    assert projection.apply(SCENARIO).counts() == Counts(applied=1, stale=2, filtered=4)
     # ... and the three published before the failure are not published again.
     assert summary(before_retry + topic.messages()) == EXPECTED
-    assert projection.apply(SCENARIO) == Outcome(stale_skipped=3, filtered=4)
+    assert projection.apply(SCENARIO).counts() == Counts(stale=3, filtered=4)
     assert topic.messages() == []
 
 
@@ -225,11 +229,11 @@ def test_a_fresh_claim_held_elsewhere_waits_and_a_stale_one_is_taken_over(
     assert other.status(alert_id) == PENDING
     mine = projection.sink.idempotency
     mine.clock = lambda: now[0] + 10
-    with pytest.raises(TransientError, match="another worker"):
-        projection.apply([SCENARIO[2]])
+    (failure,) = projection.apply([SCENARIO[2]]).failures()
+    assert isinstance(failure.error, TransientError) and "another worker" in str(failure.error)
     assert topic.messages() == []
     mine.clock = lambda: now[0] + mine.claim_timeout + 1
-    assert projection.apply([SCENARIO[2]]) == Outcome(applied=1)
+    assert projection.apply([SCENARIO[2]]).counts() == Counts(applied=1)
     assert summary(topic.messages()) == Counter({("p001", LOW_STOCK, 8): 1})
 
 

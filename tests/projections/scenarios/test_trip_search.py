@@ -191,9 +191,9 @@ def count_updates(client: Any) -> list[str]:
 
 def test_successful_saga_builds_the_seed_document(projection: TripSearchProjection) -> None:
     records = successful_saga(Stream())
-    outcome = projection.apply(records)
+    outcome = projection.apply(records).counts()
 
-    assert (outcome.applied, outcome.stale_skipped, outcome.filtered) == (4, 0, 0)
+    assert (outcome.applied, outcome.stale, outcome.filtered) == (4, 0, 0)
     document = read_model(projection, "trip-streams-001")
     assert document.pop("updated_at") == "2026-03-01T09:00:04Z"
     assert document == SEED_DOCUMENT
@@ -241,7 +241,7 @@ def test_each_component_has_its_own_guard(projection: TripSearchProjection) -> N
     late_hotel = successful_saga(stream)[1]
     projection.apply([late_hotel])
 
-    outcome = projection.apply([early_flight])
+    outcome = projection.apply([early_flight]).counts()
 
     assert outcome.applied == 1
     assert read_model(projection, "trip-streams-001")["flight_number"] == "NH001"
@@ -256,9 +256,9 @@ def test_stale_change_after_a_newer_one_does_not_overwrite(
     projection.apply(records)
     insert_flight = records[0]  # CONFIRMED, older than the CANCELLED modify already applied
 
-    outcome = projection.apply([insert_flight])
+    outcome = projection.apply([insert_flight]).counts()
 
-    assert (outcome.applied, outcome.stale_skipped) == (0, 1)
+    assert (outcome.applied, outcome.stale) == (0, 1)
     assert read_model(projection, trip)["flight_status"] == "CANCELLED"
 
 
@@ -269,11 +269,11 @@ def test_replaying_everything_twice_changes_nothing(projection: TripSearchProjec
     before = scan(projection)
 
     for _ in range(2):
-        outcome = projection.apply(records)
-        assert (outcome.applied, outcome.stale_skipped) == (0, len(records))
+        outcome = projection.apply(records).counts()
+        assert (outcome.applied, outcome.stale) == (0, len(records))
         # One record at a time, as a redelivery after a crash would come.
         for record in records:
-            assert projection.apply([record]).stale_skipped == 1
+            assert projection.apply([record]).counts().stale == 1
 
     assert scan(projection) == before
 
@@ -284,7 +284,7 @@ def test_changes_to_one_component_in_a_batch_coalesce_into_one_write(
     calls = count_updates(projection.client)
     records = compensated_saga(Stream())  # 6 changes: 2 flight, 2 hotel, 2 payment
 
-    outcome = projection.apply(records)
+    outcome = projection.apply(records).counts()
 
     assert outcome.applied == 6
     assert len(calls) == 3
@@ -312,7 +312,7 @@ def test_remove_clears_the_component_and_keeps_a_tombstone(
     hotel_insert = saga[1]
     remove = stream.change("REMOVE", trip, hotel_insert.keys["SK"], old=hotel_insert.new_image)
 
-    assert projection.apply([remove]).applied == 1
+    assert projection.apply([remove]).counts().applied == 1
     document = read_model(projection, trip)
     assert not {"hotel_name", "check_in_date", "check_out_date", "hotel_status"} & set(document)
     assert document["flight_number"] == "NH001"
@@ -320,11 +320,11 @@ def test_remove_clears_the_component_and_keeps_a_tombstone(
     assert raw_document(projection, trip)["hotel_position"] == {"S": remove.position}
 
     # A replay of the older INSERT cannot resurrect the hotel...
-    assert projection.apply([hotel_insert]).stale_skipped == 1
+    assert projection.apply([hotel_insert]).counts().stale == 1
     assert "hotel_name" not in read_model(projection, trip)
     # ...but a genuinely newer re-creation can.
     again = stream.change("INSERT", trip, hotel_insert.keys["SK"], hotel_insert.new_image)
-    assert projection.apply([again]).applied == 1
+    assert projection.apply([again]).counts().applied == 1
     assert read_model(projection, trip)["hotel_name"] == "Grand Hotel Tokyo"
 
 
@@ -340,7 +340,7 @@ def test_ttl_expiry_from_a_keys_only_stream_removes_like_a_delete(
         view_type="KEYS_ONLY",
     )
 
-    assert projection.apply([expiry]).applied == 1
+    assert projection.apply([expiry]).counts().applied == 1
 
     document = read_model(projection, trip)
     assert "flight_status" not in document and "departure_time" not in document
@@ -372,7 +372,7 @@ def test_other_entities_and_imageless_changes_are_filtered(
     ]
 
     with capture_logs() as logs:
-        outcome = projection.apply(records)
+        outcome = projection.apply(records).counts()
 
     assert (outcome.applied, outcome.filtered) == (0, 4)
     assert calls == []
@@ -418,7 +418,7 @@ def test_from_config_builds_a_working_projection(
     projection.migrate()
     try:
         assert (projection.name, projection.sink.max_workers) == ("search", 4)
-        assert projection.apply(successful_saga(Stream())).applied == 4
+        assert projection.apply(successful_saga(Stream())).counts().applied == 4
         assert read_model(projection, "trip-streams-001")["payment_status"] == "COMPLETED"
     finally:
         projection.close()

@@ -42,7 +42,7 @@ def table(moto_endpoint: str) -> Iterator[tuple[Any, str]]:
             stream.change("INSERT", trip, "HOTEL#h", hotel(hotel_name, "d1", "d2", "CONFIRMED")),
             stream.change("INSERT", trip, "PAYMENT#p", payment(80000, "JPY", "COMPLETED")),
         ]
-    assert projection.apply(records).applied == len(records)
+    assert projection.apply(records).counts().applied == len(records)
     projection.close()
     yield client, projection.table
     client.delete_table(TableName=projection.table)

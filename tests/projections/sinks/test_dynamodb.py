@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -10,14 +9,15 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
 from consumer.errors import PoisonError, ThrottledError, TransientError
-from consumer.record import position_of
-from projections.sinks.dynamodb import DynamoDBSink, GuardedUpdate, coalesce
+from consumer.record import ChangeRecord, position_of
+from projections.results import Outcome, Results
+from projections.sinks.dynamodb import DynamoDBSink, GuardedUpdate, Write, coalesce
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import free_port
+from tests.support.canned import inject_error
 
 
 @pytest.fixture
@@ -60,17 +60,34 @@ def pos(n: int) -> str:
     return position_of(str(n))
 
 
+def change(n: int) -> ChangeRecord:
+    """A record for an update to stand for (the sink reads nothing from it)."""
+    return ChangeRecord("dynamodb", "s", "shard-0", str(n + 1), "INSERT", {}, None, None, None)
+
+
+def paired(updates: list[GuardedUpdate]) -> list[Write]:
+    """Each update written on behalf of a record of its own."""
+    return [(change(n), update) for n, update in enumerate(updates)]
+
+
+def error_of(results: Results) -> BaseException:
+    """The one error the failed records share."""
+    (error,) = {id(r.error): r.error for r in results.failures()}.values()
+    assert error is not None
+    return error
+
+
 def test_newer_position_applies_and_stale_or_repeated_is_skipped(client: Any, table: str) -> None:
     sink = DynamoDBSink(client, table)
     newer = GuardedUpdate({"pk": "a"}, "g", pos(20), {"v": "new"})
     older = GuardedUpdate({"pk": "a"}, "g", pos(10), {"v": "old"})
 
-    assert sink.write([newer]).applied == 1
-    repeated = sink.write([newer])
-    stale = sink.write([older])
+    assert sink.write(paired([newer])).counts().applied == 1
+    repeated = sink.write(paired([newer]))
+    stale = sink.write(paired([older]))
 
-    assert (repeated.applied, repeated.stale_skipped) == (0, 1)
-    assert (stale.applied, stale.stale_skipped) == (0, 1)
+    assert (repeated.counts().applied, repeated.counts().stale) == (0, 1)
+    assert (stale.counts().applied, stale.counts().stale) == (0, 1)
     stored = item(client, table, "a")
     assert stored["v"] == {"S": "new"}
     assert stored["g"] == {"S": pos(20)}
@@ -78,9 +95,9 @@ def test_newer_position_applies_and_stale_or_repeated_is_skipped(client: Any, ta
 
 def test_positions_compare_numerically_across_digit_counts(client: Any, table: str) -> None:
     sink = DynamoDBSink(client, table)
-    sink.write([GuardedUpdate({"pk": "a"}, "g", pos(100), {"v": "100"})])
-    outcome = sink.write([GuardedUpdate({"pk": "a"}, "g", pos(99), {"v": "99"})])
-    assert outcome.stale_skipped == 1
+    sink.write(paired([GuardedUpdate({"pk": "a"}, "g", pos(100), {"v": "100"})]))
+    outcome = sink.write(paired([GuardedUpdate({"pk": "a"}, "g", pos(99), {"v": "99"})]))
+    assert outcome.counts().stale == 1
     assert item(client, table, "a")["v"] == {"S": "100"}
 
 
@@ -91,10 +108,10 @@ def test_same_key_and_guard_coalesce_into_one_call_with_the_last_state(
     sink = DynamoDBSink(client, table)
     updates = [GuardedUpdate({"pk": "a"}, "g", pos(n), {"v": n}) for n in range(1, 11)]
 
-    outcome = sink.write(updates)
+    outcome = sink.write(paired(updates))
 
     assert len(calls) == 1
-    assert outcome.applied == 10
+    assert outcome.counts().applied == 10
     assert item(client, table, "a")["v"] == {"N": "10"}
 
 
@@ -102,9 +119,11 @@ def test_coalesced_updates_take_the_outcome_of_the_write_that_replaced_them(
     client: Any, table: str
 ) -> None:
     sink = DynamoDBSink(client, table)
-    sink.write([GuardedUpdate({"pk": "a"}, "g", pos(100), {"v": "x"})])
-    outcome = sink.write([GuardedUpdate({"pk": "a"}, "g", pos(n), {"v": n}) for n in (1, 2, 3)])
-    assert (outcome.applied, outcome.stale_skipped) == (0, 3)
+    sink.write(paired([GuardedUpdate({"pk": "a"}, "g", pos(100), {"v": "x"})]))
+    outcome = sink.write(
+        paired([GuardedUpdate({"pk": "a"}, "g", pos(n), {"v": n}) for n in (1, 2, 3)])
+    )
+    assert (outcome.counts().applied, outcome.counts().stale) == (0, 3)
 
 
 def test_removal_in_the_last_update_wins_over_an_earlier_assignment(
@@ -112,10 +131,12 @@ def test_removal_in_the_last_update_wins_over_an_earlier_assignment(
 ) -> None:
     sink = DynamoDBSink(client, table)
     sink.write(
-        [
-            GuardedUpdate({"pk": "a"}, "g", pos(1), {"v": "x", "w": Decimal("1.5")}),
-            GuardedUpdate({"pk": "a"}, "g", pos(2), {"w": Decimal("2.5")}, remove=("v",)),
-        ]
+        paired(
+            [
+                GuardedUpdate({"pk": "a"}, "g", pos(1), {"v": "x", "w": Decimal("1.5")}),
+                GuardedUpdate({"pk": "a"}, "g", pos(2), {"w": Decimal("2.5")}, remove=("v",)),
+            ]
+        )
     )
     stored = item(client, table, "a")
     assert "v" not in stored
@@ -126,13 +147,15 @@ def test_different_guards_on_one_key_are_separate_writes_in_order(client: Any, t
     calls = update_calls(client)
     sink = DynamoDBSink(client, table)
     outcome = sink.write(
-        [
-            GuardedUpdate({"pk": "a"}, "flight", pos(1), {"f": "1", "at": "t1"}),
-            GuardedUpdate({"pk": "a"}, "hotel", pos(2), {"h": "2", "at": "t2"}),
-            GuardedUpdate({"pk": "a"}, "flight", pos(3), {"f": "3", "at": "t3"}),
-        ]
+        paired(
+            [
+                GuardedUpdate({"pk": "a"}, "flight", pos(1), {"f": "1", "at": "t1"}),
+                GuardedUpdate({"pk": "a"}, "hotel", pos(2), {"h": "2", "at": "t2"}),
+                GuardedUpdate({"pk": "a"}, "flight", pos(3), {"f": "3", "at": "t3"}),
+            ]
+        )
     )
-    assert outcome.applied == 3
+    assert outcome.counts().applied == 3
     # flight's winner (position 3) comes after hotel's, so it is sent last and its `at` stays.
     assert [c["ExpressionAttributeNames"]["#g"] for c in calls] == ["hotel", "flight"]
     stored = item(client, table, "a")
@@ -154,8 +177,8 @@ def test_keys_are_written_concurrently(client: Any, table: str) -> None:
 
     client.meta.events.register("before-send.dynamodb.UpdateItem", rendezvous)
     sink = DynamoDBSink(client, table, max_workers=4)
-    outcome = sink.write([GuardedUpdate({"pk": k}, "g", pos(1), {"v": k}) for k in "abcd"])
-    assert outcome.applied == 4
+    outcome = sink.write(paired([GuardedUpdate({"pk": k}, "g", pos(1), {"v": k}) for k in "abcd"]))
+    assert outcome.counts().applied == 4
     assert met[:2] == [True, True]
 
 
@@ -182,7 +205,7 @@ def test_writes_to_one_key_never_overlap(client: Any, table: str) -> None:
         GuardedUpdate({"pk": "b"}, "g1", pos(2), {"x": "2"}),
         GuardedUpdate({"pk": "a"}, "g2", pos(3), {"y": "3"}),
     ]
-    assert sink.write(updates).applied == 3
+    assert sink.write(paired(updates)).counts().applied == 3
     assert overlapped == [False]
     assert second_started.is_set()  # the second write did happen, after the first returned
     stored = item(client, table, "a")
@@ -194,21 +217,24 @@ def test_coalesce_keeps_the_highest_position_even_when_it_came_first() -> None:
         GuardedUpdate({"pk": "a"}, "g", pos(5), {"v": 5}),
         GuardedUpdate({"pk": "a"}, "g", pos(4), {"v": 4}),
     ]
-    [[(winner, count)]] = coalesce(updates)
+    writes = paired(updates)
+    [[(winner, records)]] = coalesce(writes)
     assert winner.assign == {"v": 5}
-    assert count == 2
+    assert records == [record for record, _ in writes]
 
 
 def test_rejected_write_is_poison_naming_the_key(client: Any, table: str) -> None:
     sink = DynamoDBSink(client, table)
-    with pytest.raises(PoisonError, match="wrong-key"):
-        sink.write([GuardedUpdate({"id": "wrong-key"}, "g", pos(1), {"v": "x"})])
+    results = sink.write(paired([GuardedUpdate({"id": "wrong-key"}, "g", pos(1), {"v": "x"})]))
+    assert isinstance(error_of(results), PoisonError)
+    assert "wrong-key" in str(error_of(results))
 
 
 def test_unserializable_value_is_poison(client: Any, table: str) -> None:
     sink = DynamoDBSink(client, table)
-    with pytest.raises(PoisonError, match="'pk': 'a'"):
-        sink.write([GuardedUpdate({"pk": "a"}, "g", pos(1), {"v": 1.5})])
+    results = sink.write(paired([GuardedUpdate({"pk": "a"}, "g", pos(1), {"v": 1.5})]))
+    assert isinstance(error_of(results), PoisonError)
+    assert "'pk': 'a'" in str(error_of(results))
 
 
 def test_update_touching_an_attribute_twice_is_refused() -> None:
@@ -218,8 +244,8 @@ def test_update_touching_an_attribute_twice_is_refused() -> None:
 
 def test_missing_table_is_transient(client: Any, unique_name: Callable[[str], str]) -> None:
     sink = DynamoDBSink(client, unique_name("absent"))
-    with pytest.raises(TransientError):
-        sink.write([GuardedUpdate({"pk": "a"}, "g", pos(1), {"v": "x"})])
+    results = sink.write(paired([GuardedUpdate({"pk": "a"}, "g", pos(1), {"v": "x"})]))
+    assert isinstance(error_of(results), TransientError)
 
 
 def test_unreachable_endpoint_is_transient() -> None:
@@ -230,31 +256,8 @@ def test_unreachable_endpoint_is_transient() -> None:
         config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=1),
     )
     sink = DynamoDBSink(closed, "t")
-    with pytest.raises(TransientError):
-        sink.write([GuardedUpdate({"pk": "a"}, "g", pos(1), {"v": "x"})])
-
-
-class _Body:
-    """The raw body of an injected response, in the shape botocore reads it."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._body
-
-
-def inject_error(client: Any, pk: str, status: int, code: str) -> None:
-    """Answer UpdateItem on `pk` with an AWS error. A fake, and only because moto cannot
-    throttle or fail with a 5xx on demand (docs/design.md: fakes only for such faults)."""
-
-    def answer(request: Any, **_: Any) -> AWSResponse | None:
-        if f'"{pk}"' not in request.body.decode():
-            return None
-        body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}"}).encode()
-        return AWSResponse(request.url, status, {"x-amzn-RequestId": "injected"}, _Body(body))
-
-    client.meta.events.register("before-send.dynamodb.UpdateItem", answer)
+    results = sink.write(paired([GuardedUpdate({"pk": "a"}, "g", pos(1), {"v": "x"})]))
+    assert isinstance(error_of(results), TransientError)
 
 
 @pytest.mark.parametrize(
@@ -266,24 +269,56 @@ def inject_error(client: Any, pk: str, status: int, code: str) -> None:
         (503, "ServiceUnavailable", TransientError),
     ],
 )
-def test_throttling_and_server_errors_are_transient_and_win_over_poison(
+def test_each_key_reports_its_own_failure_and_healthy_keys_are_written(
     moto_endpoint: str, table: str, status: int, code: str, error: type[Exception]
 ) -> None:
-    # One key fails for good and another because of the sink: the batch must be retried,
-    # not bisected into dead letters, so the transient error is the one raised.
+    # One key fails because of the sink, another for good, a third is fine: each record says
+    # which (the pipeline then waits out the transient one rather than bisecting).
     client = boto3.client(
         "dynamodb",
         region_name=REGION,
         endpoint_url=moto_endpoint,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        config=Config(retries={"max_attempts": 0, "mode": "standard"}),
     )
-    inject_error(client, "hot", status, code)
+    inject_error(client, "UpdateItem", code, status)  # the first write: key "hot"
     sink = DynamoDBSink(client, table, max_workers=1)
-    batch = [
-        GuardedUpdate({"id": "bad"}, "g", pos(1), {"v": "x"}),
-        GuardedUpdate({"pk": "hot"}, "g", pos(1), {"v": "x"}),
-        GuardedUpdate({"pk": "ok"}, "g", pos(1), {"v": "x"}),
-    ]
-    with pytest.raises(error, match="hot"):
-        sink.write(batch)
+    batch = paired(
+        [
+            GuardedUpdate({"pk": "hot"}, "g", pos(1), {"v": "x"}),
+            GuardedUpdate({"id": "bad"}, "g", pos(1), {"v": "x"}),
+            GuardedUpdate({"pk": "ok"}, "g", pos(1), {"v": "x"}),
+        ]
+    )
+    results = sink.write(batch)
+    hot, bad, ok = (results.get(record) for record, _ in batch)
+    assert hot is not None and isinstance(hot.error, error) and "hot" in str(hot.error)
+    assert bad is not None and isinstance(bad.error, PoisonError)
+    assert ok is not None and ok.outcome is Outcome.APPLIED
     assert item(client, table, "ok")["v"] == {"S": "x"}  # healthy keys are still written
+
+
+def test_a_failed_write_leaves_the_later_writes_of_its_key_unreported(
+    moto_endpoint: str, table: str
+) -> None:
+    # Key order: after hot's first write fails, its second must not be sent, and its record
+    # is left out of the results (not attempted) so that the pipeline retries it.
+    client = boto3.client(
+        "dynamodb",
+        region_name=REGION,
+        endpoint_url=moto_endpoint,
+        config=Config(retries={"max_attempts": 0, "mode": "standard"}),
+    )
+    inject_error(client, "UpdateItem", "InternalServerError", 500)
+    sink = DynamoDBSink(client, table)
+    batch = paired(
+        [
+            GuardedUpdate({"pk": "hot"}, "g1", pos(1), {"x": "1"}),
+            GuardedUpdate({"pk": "hot"}, "g2", pos(2), {"y": "2"}),
+            GuardedUpdate({"pk": "hot"}, "g1", pos(0), {"x": "0"}),
+        ]
+    )
+    results = sink.write(batch)
+    first, second, coalesced = (results.get(record) for record, _ in batch)
+    assert first is not None and first.outcome is Outcome.FAILED
+    assert coalesced is not None and coalesced.error is first.error  # in the failed write
+    assert second is None

@@ -13,6 +13,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from consumer.errors import PoisonError, TransientError
+from consumer.record import ChangeRecord
+from projections.results import Outcome
 from projections.sinks.postgres import (
     GuardedUpsert,
     Strategy,
@@ -206,3 +208,37 @@ def test_a_server_restart_is_transient_and_the_pool_recovers(
     # the retries the shard loop makes then get fresh ones.
     wait_until(write, timeout=10, what="a write after the restart")
     assert rows(pool)[0][1] == 3
+
+
+def change(n: int) -> ChangeRecord:
+    """A record for a row to stand for (the sink reads nothing from it)."""
+    return ChangeRecord("kinesis", "s", "shard-0", str(n), "INSERT", {}, None, None, None)
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_with_returning_each_record_is_applied_or_stale_by_what_the_statement_wrote(
+    pool: ConnectionPool, strategy: Strategy
+) -> None:
+    docs = replace(DOCS, returning=True)
+    with batch_transaction(pool) as conn:
+        docs.execute(conn, [("a", 5, "{}", T0), ("b", 1, "{}", T0)], strategy)
+    # a: older than stored (stale); b: newer, twice (coalesced: both applied); c: new.
+    written = [
+        (change(1), ("a", 4, "{}", T0)),
+        (change(2), ("b", 2, "{}", T0)),
+        (change(3), ("b", 3, "{}", T0)),
+        (change(4), ("c", 1, "{}", T0)),
+    ]
+    with batch_transaction(pool) as conn:
+        cursor = docs.execute(conn, [row for _, row in written], strategy)
+        results = docs.results(written, cursor)
+    assert [r.outcome for r in results] == [
+        Outcome.STALE,
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+    ]
+    assert [r.record for r in results] == [record for record, _ in written]
+    assert [row[:2] for row in rows(pool)] == [("a", 5), ("b", 3), ("c", 1)]
+    with pytest.raises(ValueError, match="returning=True"):
+        DOCS.results(written, cursor)

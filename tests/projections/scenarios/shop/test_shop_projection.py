@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
-from projections.projection import Outcome
+from projections.results import Counts
 from projections.scenarios.shop import (
     ConcurrentUpdateError,
     InvalidEventError,
@@ -46,10 +46,10 @@ def snapshot(pool: ConnectionPool) -> dict[str, list[tuple[Any, ...]]]:
         return dump(conn)
 
 
-def apply_all(shop: ShopProjection, recs: list[ChangeRecord], size: int = 7) -> Outcome:
-    total = Outcome()
+def apply_all(shop: ShopProjection, recs: list[ChangeRecord], size: int = 7) -> Counts:
+    total = Counts()
     for batch in in_batches(recs, size):
-        total += shop.apply(batch)
+        total += shop.apply(batch).counts()
     return total
 
 
@@ -58,7 +58,7 @@ def test_the_seed_scenario_builds_the_expected_read_models(
 ) -> None:
     recs = records(shop_scenario().events)
     outcome = apply_all(shop, recs)
-    assert outcome == Outcome(applied=len(recs))
+    assert outcome == Counts(applied=len(recs))
     assert query(pool, "SELECT product_id, name, description, price FROM read_products") == [
         ("p1", "Tシャツ", "綿100% 日本製", 1800),
         ("p2", "マグカップ", "", 1200),
@@ -106,7 +106,7 @@ def test_replaying_the_stream_twice_leaves_the_read_model_identical(
     apply_all(shop, recs, size=7)
     once = snapshot(pool)
     # A replay from TRIM_HORIZON after losing the checkpoint, in differently sized batches.
-    assert apply_all(shop, recs, size=5) == Outcome(stale_skipped=len(recs))
+    assert apply_all(shop, recs, size=5) == Counts(stale=len(recs))
     assert snapshot(pool) == once
 
 
@@ -127,13 +127,13 @@ def test_injected_duplicates_leave_the_read_model_identical(
         if n % 3 == 1:
             noisy.append(redelivered(record, 2000 + n))
     outcome = apply_all(shop, noisy)
-    assert outcome == Outcome(applied=len(recs), stale_skipped=len(noisy) - len(recs))
+    assert outcome == Counts(applied=len(recs), stale=len(noisy) - len(recs))
     assert snapshot(pool) == clean
 
 
-def apply_events(shop: ShopProjection, store: EventStore, start: int) -> Outcome:
+def apply_events(shop: ShopProjection, store: EventStore, start: int) -> Counts:
     """Apply the events appended to `store` since `start`, as one batch."""
-    return shop.apply(records(store.events[start:], start=start))
+    return shop.apply(records(store.events[start:], start=start)).counts()
 
 
 def test_stock_events_move_total_reserved_and_available(
@@ -149,7 +149,7 @@ def test_stock_events_move_total_reserved_and_available(
     ]
     for n, (event_type, quantity, expected) in enumerate(steps):
         s.append("inventory-p1", event_type, product_id="p1", order_id="o1", quantity=quantity)
-        assert apply_events(shop, s, n) == Outcome(applied=1)
+        assert apply_events(shop, s, n) == Counts(applied=1)
         got = query(pool, "SELECT total, reserved, available FROM read_inventory")
         assert got == [expected], event_type
 
@@ -295,7 +295,7 @@ def test_records_that_are_not_shop_events_are_filtered(
         replace(event, new_image={"PK": "PRODUCT#1", "SK": "METADATA", "Stock": 3}),
     ]
     scoped = ShopProjection("scoped", pool, events_table="events")
-    assert scoped.apply(others) == Outcome(filtered=4)
+    assert scoped.apply(others).counts() == Counts(filtered=4)
     assert snapshot(pool)["read_inventory"] == []
 
 
@@ -306,7 +306,7 @@ def test_an_unknown_event_type_advances_the_version_without_a_gap(
     s.append("inventory-p1", "StockAdded", product_id="p1", quantity=10)
     s.append("inventory-p1", "StockAudited", product_id="p1")
     s.append("inventory-p1", "StockReserved", product_id="p1", quantity=4)
-    assert shop.apply(records(s.events)) == Outcome(applied=2, filtered=1)
+    assert shop.apply(records(s.events)).counts() == Counts(applied=2, filtered=1)
     assert query(pool, "SELECT total, reserved FROM read_inventory") == [(10, 4)]
 
 
@@ -338,7 +338,7 @@ def test_a_payload_stored_as_a_json_string_is_accepted(
         record,
         new_image={**record.new_image, "data": '{"product_id": "p1", "quantity": 7}'},  # type: ignore[dict-item]
     )
-    assert shop.apply([as_json]) == Outcome(applied=1)
+    assert shop.apply([as_json]).counts() == Counts(applied=1)
     assert query(pool, "SELECT total FROM read_inventory") == [(7,)]
 
 
@@ -361,7 +361,7 @@ def test_the_version_guard_stops_two_writers_applying_one_reservation_twice(
 
     def run(projection: ShopProjection) -> None:
         try:
-            results[projection.name] = projection.apply(recs[1:])
+            results[projection.name] = projection.apply(recs[1:]).counts()
         except ConcurrentUpdateError as exc:
             results[projection.name] = exc
 
@@ -385,11 +385,11 @@ def test_the_version_guard_stops_two_writers_applying_one_reservation_twice(
     for thread in threads:
         thread.join(timeout=10)
     assert query(pool, "SELECT total, reserved, available FROM read_inventory") == [(100, 30, 70)]
-    outcomes = sorted(results.values(), key=lambda r: isinstance(r, Outcome))
+    outcomes = sorted(results.values(), key=lambda r: isinstance(r, Counts))
     assert isinstance(outcomes[0], ConcurrentUpdateError)
-    assert outcomes[1] == Outcome(applied=1)
+    assert outcomes[1] == Counts(applied=1)
     # The loser's retry sees the event as already applied.
-    assert other.apply(recs[1:]) == Outcome(stale_skipped=1)
+    assert other.apply(recs[1:]).counts() == Counts(stale=1)
 
 
 def test_migrate_twice_changes_nothing(shop: ShopProjection, pool: ConnectionPool) -> None:
@@ -424,7 +424,7 @@ def test_from_config_writes_to_the_configured_schema_and_tables(pool: Connection
     projection.migrate()
     s = EventStore()
     s.append("inventory-p1", "StockAdded", product_id="p1", quantity=3)
-    assert projection.apply(records(s.events)) == Outcome(applied=1)
+    assert projection.apply(records(s.events)).counts() == Counts(applied=1)
     assert query(pool, "SELECT product_id, total FROM shop.stock_levels") == [("p1", 3)]
 
 
