@@ -32,6 +32,7 @@ from consumer.backfill.runner import Backfill, BackfillOptions
 from consumer.backfill.scan import describe_table
 from consumer.record import ChangeRecord
 from consumer.sources.attribute_values import to_image
+from projections.projection import BaseProjection
 from projections.results import Outcome, Results
 from projections.scenarios.trip_search import GUARD_ATTRIBUTES, TripSearchProjection, create_table
 
@@ -39,7 +40,7 @@ REGION = "us-east-1"
 SEGMENTS = (1, 2, 4)
 
 
-class CountingProjection:
+class CountingProjection(BaseProjection):
     """Accepts every record and writes nothing: isolates the Scan side."""
 
     name = "count"

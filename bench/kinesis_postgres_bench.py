@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -54,8 +54,7 @@ from psycopg_pool import ConnectionPool
 from bench.postgres_bench import COLUMNS, T0
 from bench.processes import PerRecord, cpu_seconds, stop
 from consumer.record import ChangeRecord
-from projections.projection import Resources
-from projections.results import Results
+from projections.api import BaseProjection, ProjectionSettings, Resources, Results
 from projections.sinks.postgres import GuardedUpsert, batch_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,11 +70,19 @@ SIDES = ("daemon", "async-kinesis batched", "async-kinesis per-record")
 # -- the daemon's projection ------------------------------------------------------------------
 
 
-class JsonUpsertProjection:
+class JsonUpsertSettings(ProjectionSettings):
+    """`table`: the read table (default bench_kinesis_docs)."""
+
+    table: str = TABLE
+
+
+class JsonUpsertProjection(BaseProjection):
     """Each JSON event upserted as one row of `table`, guarded by its `version`."""
 
+    settings_model = JsonUpsertSettings
+
     def __init__(self, name: str, pool: ConnectionPool, table: str = TABLE) -> None:
-        self.name = name
+        super().__init__(name)
         self.pool = pool
         self.upsert = GuardedUpsert(
             table,
@@ -87,11 +94,11 @@ class JsonUpsertProjection:
         )
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: JsonUpsertSettings, resources: Resources
     ) -> JsonUpsertProjection:
-        """Settings: table (default bench_kinesis_docs)."""
-        return cls(name, resources.postgres_pool(), settings.get("table", TABLE))
+        """Built on the shared PostgreSQL pool."""
+        return cls(name, resources.postgres_pool(), settings.table)
 
     def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """One guarded upsert of the batch in one transaction."""

@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumer.errors import ConfigError
@@ -154,7 +155,7 @@ class DeadLetterSettings(Section):
     ledger_table: str = ""
 
 
-class ProjectionSettings(Section):
+class ProjectionEntry(Section):
     """One `[[projections]]` entry: a class by import path and its own settings."""
 
     name: str
@@ -186,7 +187,7 @@ class Settings(BaseSettings):
     aws: AwsSettings = AwsSettings()
     postgres: PostgresSettings = PostgresSettings()
     dead_letter: DeadLetterSettings = DeadLetterSettings()
-    projections: list[ProjectionSettings] = Field(default_factory=list)
+    projections: list[ProjectionEntry] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -226,28 +227,47 @@ def env_name(location: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + ENV_DELIMITER.join(str(part).upper() for part in location)
 
 
+Location = tuple[int | str, ...]
+
+
+def setting_path(location: Location) -> str:
+    """`("projections", 0, "settings", "table")` -> `projections[0].settings.table`."""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else part
+    return path
+
+
+def problem_of(item: ErrorDetails, model: type[BaseModel]) -> tuple[Location, str]:
+    """One validation error of `model` as (location, message), for a line that names it.
+
+    An unknown key is named with a suggestion, never with its value (maybe a DSN with a
+    password); the value of a secret-named setting is never shown either.
+    """
+    location = tuple(part for part in item["loc"] if part != "class_")
+    if item["type"] == "extra_forbidden":
+        return location, f"unknown setting{_suggestion(model, location)}"
+    value = item.get("input")
+    secret = bool(location) and is_secret_name(str(location[-1]))
+    shown = "" if isinstance(value, dict | list) or secret else f" (got {value!r})"
+    return location, str(item["msg"]).removeprefix("Value error, ") + shown
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        location = tuple(part for part in item["loc"] if part != "class_")
-        path = ".".join(str(part) for part in location) or "(file)"
-        if item["type"] == "extra_forbidden":
-            # The key is the mistake; its value (maybe a DSN with a password) is irrelevant.
-            lines.append(f"{path}: unknown setting{_suggestion(location)}")
-            continue
-        value = item.get("input")
-        secret = bool(location) and is_secret_name(str(location[-1]))
-        shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
-        # A cross-field rule names its fields in the message; an env hint would mislead there.
-        leaf = location and item["type"] != "value_error"
+        location, message = problem_of(item, Settings)
+        # A cross-field rule names its fields in the message, and a list item has no variable
+        # of its own: an env hint would mislead there.
+        leaf = location and item["type"] not in ("value_error", "extra_forbidden")
+        leaf = leaf and not any(isinstance(part, int) for part in location)
         hint = f" [env {env_name(location)}]" if leaf else ""
-        lines.append(f"{path}: {item['msg']}{shown}{hint}")
+        lines.append(f"{setting_path(location) or '(file)'}: {message}{hint}")
     return redact("invalid configuration: " + "; ".join(lines))
 
 
-def _suggestion(location: tuple[int | str, ...]) -> str:
+def _suggestion(model: type[BaseModel], location: Location) -> str:
     """ "; did you mean x.y?" for a misspelled key, from the keys its table accepts."""
-    model: type[BaseModel] = Settings
     for part in location[:-1]:
         if isinstance(part, int):
             continue
@@ -259,10 +279,12 @@ def _suggestion(location: tuple[int | str, ...]) -> str:
             return ""
         model = annotation
     known = [field.alias or name for name, field in model.model_fields.items()]
+    if not known:
+        return "; this table takes no settings"
     close = difflib.get_close_matches(str(location[-1]), known, n=1)
     if not close:
         return f"; expected one of {', '.join(sorted(known))}"
-    return "; did you mean " + ".".join([*map(str, location[:-1]), close[0]]) + "?"
+    return f"; did you mean {setting_path((*location[:-1], close[0]))}?"
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -22,23 +22,50 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from consumer.errors import ConfigError
+from pydantic import Field
+
 from consumer.record import ChangeRecord
 from projections.projection import Projection, Resources, attempt
 from projections.results import Results
-from projections.wrapper import WrappingProjection
+from projections.settings import ProjectionSettings, SettingsError, validate_settings
+from projections.wrapper import WrappedSettings, WrappingProjection, build_inner
 
-EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 SCOPES = ("keys", "new", "old", "image")
-OPERATORS = frozenset(
-    {"equals", "not_equals", "one_of", "prefix", "exists", "gt", "gte", "lt", "lte"}
-)
 _MISSING = object()
 
 Test = Callable[[Any], bool]
+Scalar = str | int | float | bool
+EventName = Literal["INSERT", "MODIFY", "REMOVE"]
+Names = str | Annotated[list[str], Field(min_length=1)]
+
+
+class FilterSettings(ProjectionSettings):
+    """A `[...filter]` table; conditions (per scope, per attribute) are checked when built."""
+
+    table: Names | None = None
+    event_name: EventName | Annotated[list[EventName], Field(min_length=1)] | None = None
+    ttl_expiry: bool | None = None
+    keys: dict[str, Any] = Field(default_factory=dict)
+    new: dict[str, Any] = Field(default_factory=dict)
+    old: dict[str, Any] = Field(default_factory=dict)
+    image: dict[str, Any] = Field(default_factory=dict)
+
+
+class Operators(ProjectionSettings):
+    """A condition written as a table of operators, all of which must hold."""
+
+    equals: Scalar | None = None
+    not_equals: Scalar | None = None
+    one_of: Annotated[list[Scalar], Field(min_length=1)] | None = None
+    prefix: str | None = None
+    exists: bool | None = None
+    gt: int | float | None = None
+    gte: int | float | None = None
+    lt: int | float | None = None
+    lte: int | float | None = None
 
 
 def _number(value: Any) -> Decimal | None:
@@ -79,54 +106,57 @@ def _one_of(options: Sequence[Any]) -> Test:
     return lambda value: any(test(value) for test in tests)
 
 
-def _operator(op: str, operand: Any, where: str) -> Test:
-    if op == "equals":
-        return _equals(operand)
-    if op == "not_equals":
-        equal = _equals(operand)
-        return lambda value: value is not _MISSING and not equal(value)
-    if op == "one_of":
-        if not isinstance(operand, list) or not operand:
-            raise ConfigError(f"{where}.one_of must be a non-empty list")
-        return _one_of(operand)
-    if op == "prefix":
-        if not isinstance(operand, str):
-            raise ConfigError(f"{where}.prefix must be a string")
-        return lambda value: isinstance(value, str) and value.startswith(operand)
-    if op == "exists":
-        if not isinstance(operand, bool):
-            raise ConfigError(f"{where}.exists must be true or false")
-        return lambda value: (value is not _MISSING) is operand
-    bound = None
-    if not isinstance(operand, bool):
-        try:
-            bound = Decimal(str(operand)) if isinstance(operand, int | float | str) else None
-        except InvalidOperation:
-            bound = None
-    if bound is None:
-        raise ConfigError(f"{where}.{op} must be a number")
-    return _compare(op, bound)
+def _not_equals(operand: Any) -> Test:
+    equal = _equals(operand)
+    return lambda value: value is not _MISSING and not equal(value)
 
 
-def parse_condition(spec: Any, where: str) -> Test:
-    """A test on one attribute's value (`_MISSING` when absent) from its TOML spec."""
+def _prefix(prefix: str) -> Test:
+    return lambda value: isinstance(value, str) and value.startswith(prefix)
+
+
+def _exists(expected: bool) -> Test:
+    return lambda value: (value is not _MISSING) is expected
+
+
+def _operators(spec: Operators) -> list[Test]:
+    tests: list[Test] = []
+    for op in spec.model_fields_set:
+        operand = getattr(spec, op)
+        if op == "equals":
+            tests.append(_equals(operand))
+        elif op == "not_equals":
+            tests.append(_not_equals(operand))
+        elif op == "one_of":
+            tests.append(_one_of(operand))
+        elif op == "prefix":
+            tests.append(_prefix(operand))
+        elif op == "exists":
+            tests.append(_exists(operand))
+        else:
+            tests.append(_compare(op, Decimal(str(operand))))
+    return tests
+
+
+def parse_condition(spec: Any) -> Test:
+    """A test on one attribute's value (`_MISSING` when absent) from its TOML spec.
+
+    A value means equals, a list one of, a table a set of operators. A SettingsError locates
+    a bad spec relative to the attribute.
+    """
     if isinstance(spec, list):
         if not spec:
-            raise ConfigError(f"{where}: an empty list matches nothing")
+            raise SettingsError.at((), "an empty list matches nothing")
         return _one_of(spec)
     if isinstance(spec, Mapping):
-        unknown = set(spec) - OPERATORS
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown operator(s) {sorted(unknown)}; use {sorted(OPERATORS)}"
-            )
-        if not spec:
-            raise ConfigError(f"{where}: an empty table has no operator")
-        tests = [_operator(op, operand, where) for op, operand in spec.items()]
+        operators = validate_settings(Operators, spec)
+        if not operators.model_fields_set:
+            raise SettingsError.at((), "an empty table has no operator")
+        tests = _operators(operators)
         return lambda value: all(test(value) for test in tests)
     if isinstance(spec, str | int | float | bool):
         return _equals(spec)
-    raise ConfigError(f"{where}: unsupported condition {spec!r}")
+    raise SettingsError.at((), f"unsupported condition {spec!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,50 +201,44 @@ class RecordFilter:
             return False
         return all(condition.holds(record) for condition in self.conditions)
 
-    def split(self, records: Sequence[ChangeRecord]) -> tuple[list[ChangeRecord], int]:
-        """The matching records in their order, and how many did not match."""
-        kept = [record for record in records if self.matches(record)]
-        return kept, len(records) - len(kept)
+
+def _names(value: str | Sequence[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    return frozenset([value] if isinstance(value, str) else value)
 
 
-def _names(value: Any, where: str, allowed: frozenset[str] | None = None) -> frozenset[str]:
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"{where} must be a string or a non-empty list of strings")
-    if allowed is not None and not set(names) <= allowed:
-        raise ConfigError(f"{where}: {sorted(set(names) - allowed)} not in {sorted(allowed)}")
-    return frozenset(names)
-
-
-def parse_filter(spec: Mapping[str, Any] | None, where: str = "filter") -> RecordFilter:
-    """A RecordFilter from a `[...filter]` table; ConfigError names the bad key."""
-    if not spec:
-        return RecordFilter()
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    unknown = set(spec) - {"table", "event_name", "ttl_expiry", *SCOPES}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-    tables = _names(spec["table"], f"{where}.table") if "table" in spec else None
-    events = (
-        _names(spec["event_name"], f"{where}.event_name", EVENT_NAMES)
-        if "event_name" in spec
-        else None
-    )
-    ttl = spec.get("ttl_expiry")
-    if ttl is not None and not isinstance(ttl, bool):
-        raise ConfigError(f"{where}.ttl_expiry must be true or false")
+def build_filter(settings: FilterSettings) -> RecordFilter:
+    """The RecordFilter of validated filter settings; a SettingsError locates a bad condition."""
     conditions: list[Condition] = []
     for scope in SCOPES:
-        attributes = spec.get(scope)
-        if attributes is None:
-            continue
-        if not isinstance(attributes, Mapping):
-            raise ConfigError(f"{where}.{scope} must be a table of attribute conditions")
-        for attribute, condition in attributes.items():
-            test = parse_condition(condition, f"{where}.{scope}.{attribute}")
+        attributes: dict[str, Any] = getattr(settings, scope)
+        for attribute, spec in attributes.items():
+            try:
+                test = parse_condition(spec)
+            except SettingsError as exc:
+                raise exc.under(scope, attribute) from exc
             conditions.append(Condition(scope, attribute, test))
-    return RecordFilter(tables, events, ttl, tuple(conditions))
+    return RecordFilter(
+        _names(settings.table),
+        _names(settings.event_name),
+        settings.ttl_expiry,
+        tuple(conditions),
+    )
+
+
+def parse_filter(spec: Mapping[str, Any] | None) -> RecordFilter:
+    """A RecordFilter from a `[...filter]` table; a SettingsError names the bad key."""
+    try:
+        return build_filter(validate_settings(FilterSettings, spec or {}))
+    except SettingsError as exc:
+        raise exc.under("filter") from exc
+
+
+class FilteredSettings(WrappedSettings):
+    """`projection` and its `settings`, behind `filter`."""
+
+    filter: FilterSettings = Field(default_factory=FilterSettings)
 
 
 class FilteredProjection(WrappingProjection):
@@ -224,20 +248,23 @@ class FilteredProjection(WrappingProjection):
     `projection = "module:Class"`, `settings = {...}`, `filter = {...}`) or wrap in code.
     """
 
+    settings_model = FilteredSettings
+
     def __init__(self, inner: Projection, record_filter: RecordFilter) -> None:
+        super().__init__(inner.name)
         self.inner = inner
         self.filter = record_filter
-        self.name = inner.name
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: FilteredSettings, resources: Resources
     ) -> FilteredProjection:
         """Build the inner projection by import path, then wrap it with `filter`."""
-        from consumer.runtimes.projection_loader import load_inner_projection
-
-        inner = load_inner_projection(name, settings, resources, {"filter"})
-        return cls(inner, parse_filter(settings.get("filter"), f"projections.{name}.filter"))
+        try:
+            record_filter = build_filter(settings.filter)
+        except SettingsError as exc:
+            raise exc.under("filter") from exc
+        return cls(build_inner(name, settings, resources), record_filter)
 
     def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Apply the matching records through the inner projection; the rest are filtered."""

@@ -32,11 +32,11 @@ from botocore.exceptions import ClientError
 from consumer.aws_errors import (
     AWS_CALL_ERRORS,
     CONDITION_FAILED,
-    RESOURCE_IN_USE,
     SINK_TRANSIENT_CODES,
     error_code,
     raise_translated,
 )
+from projections.sinks.dynamodb import ensure_table
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_CLAIM_TIMEOUT_SECONDS = 300.0
@@ -162,18 +162,14 @@ class IdempotencyStore:
 
 def create_table(client: Any, table: str) -> None:
     """Create the idempotency table (key `id`, on demand) with TTL on `expires_at`, if absent."""
-    try:
-        client.create_table(
-            TableName=table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        )
-    except ClientError as error:
-        if error_code(error) != RESOURCE_IN_USE:
-            raise
-    client.get_waiter("table_exists").wait(
-        TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    ensure_table(
+        client,
+        {
+            "TableName": table,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+        },
     )
     ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):

@@ -22,16 +22,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from consumer.aws_errors import AWS_CALL_ERRORS, SINK_TRANSIENT_CODES, raise_translated
-from consumer.errors import ConfigError, PoisonError, TransientError
+from consumer.errors import PoisonError, TransientError
 from consumer.pipeline.retry import Backoff, retry
 from consumer.record import ChangeRecord
 from consumer.sources.attribute_values import from_image, to_attribute_value
 from projections.projection import Projection, Resources
 from projections.results import Results
-from projections.wrapper import WrappingProjection
+from projections.wrapper import WrappedSettings, WrappingProjection, build_inner
 
 MAX_KEYS_PER_CALL = 100  # BatchGetItem's limit
 MAX_UNPROCESSED_ROUNDS = 8
@@ -147,6 +149,12 @@ class ImageFetcher:
         return response
 
 
+class ImageFetchSettings(WrappedSettings):
+    """`projection` and its `settings`, and the source `table` (default: the record's own)."""
+
+    table: Annotated[str, Field(min_length=1)] | None = None
+
+
 class ImageFetchingProjection(WrappingProjection):
     """Wraps a projection that needs images so it can read a KEYS_ONLY stream.
 
@@ -155,23 +163,20 @@ class ImageFetchingProjection(WrappingProjection):
     default: the record's own table name).
     """
 
+    settings_model = ImageFetchSettings
+
     def __init__(self, inner: Projection, fetcher: ImageFetcher) -> None:
+        super().__init__(inner.name)
         self.inner = inner
         self.fetcher = fetcher
-        self.name = inner.name
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: ImageFetchSettings, resources: Resources
     ) -> ImageFetchingProjection:
         """Build the inner projection by import path and a fetcher on the DynamoDB client."""
-        from consumer.runtimes.projection_loader import load_inner_projection
-
-        table = settings.get("table")
-        if table is not None and (not isinstance(table, str) or not table):
-            raise ConfigError(f"projections.{name}.settings.table must be a non-empty string")
-        inner = load_inner_projection(name, settings, resources, {"table"})
-        return cls(inner, ImageFetcher(resources.aws_client("dynamodb"), table))
+        inner = build_inner(name, settings, resources)
+        return cls(inner, ImageFetcher(resources.aws_client("dynamodb"), settings.table))
 
     def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Fetch the missing images, then apply through the inner projection."""

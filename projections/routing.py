@@ -28,17 +28,61 @@ must be guarded (docs/design.md invariant 4), which makes that harmless.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from consumer.errors import ConfigError
+from pydantic import Field, field_validator, model_validator
+
 from consumer.record import ChangeRecord
-from projections.filter import RecordFilter, parse_filter
-from projections.projection import Projection, Resources, attempt
+from projections.filter import FilterSettings, RecordFilter, build_filter
+from projections.loader import build_projection
+from projections.projection import BaseProjection, Projection, Resources, attempt
 from projections.results import Results
+from projections.settings import ProjectionSettings, SettingsError, Text
 
-RULE_KEYS = frozenset({"entity_type", "pk_prefix", "sk_prefix", "sk", "ttl_expiry", "filter"})
+
+class RouteRule(ProjectionSettings):
+    """Which records a route takes: entity type (on the newest image), key prefixes, a filter."""
+
+    entity_type: Text | Annotated[list[Text], Field(min_length=1)] | None = None
+    pk_prefix: Text | None = None
+    sk_prefix: Text | None = None
+    sk: Text | None = None
+    ttl_expiry: Literal["include", "ignore"] = "include"
+    filter: FilterSettings = Field(default_factory=FilterSettings)
+
+    @model_validator(mode="after")
+    def _one_sort_key_rule(self) -> RouteRule:
+        if self.sk_prefix is not None and self.sk is not None:
+            raise ValueError("set sk_prefix or sk, not both")
+        return self
+
+
+class RouteSettings(RouteRule):
+    """One `[[projections.settings.routes]]` table: a name, a rule, a handler and its settings."""
+
+    name: Text
+    class_: Text = Field(alias="class")
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouterSettings(ProjectionSettings):
+    """The routes, in order, and the names of the attributes the rules read."""
+
+    routes: Annotated[list[RouteSettings], Field(min_length=1)]
+    partition_key: Text = "PK"
+    sort_key: Text = "SK"
+    entity_type_attribute: Text = "EntityType"
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_names(cls, routes: list[RouteSettings]) -> list[RouteSettings]:
+        names = [route.name for route in routes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate route name(s) {duplicates}")
+        return routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,90 +95,59 @@ class Route:
 
 
 def rule_filter(
-    spec: Mapping[str, Any],
-    where: str,
+    rule: RouteRule,
     partition_key: str = "PK",
     sort_key: str = "SK",
     entity_type_attribute: str = "EntityType",
 ) -> RecordFilter:
-    """A RecordFilter for a route's rule: entity type (on the newest image), key prefixes."""
-    unknown = set(spec) - RULE_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-    extra = dict(spec.get("filter") or {})
-    keys: dict[str, Any] = dict(extra.pop("keys", {}) or {})
-    image: dict[str, Any] = dict(extra.pop("image", {}) or {})
-    if "pk_prefix" in spec:
-        keys[partition_key] = {"prefix": _text(spec["pk_prefix"], f"{where}.pk_prefix")}
-    if "sk_prefix" in spec and "sk" in spec:
-        raise ConfigError(f"{where}: set sk_prefix or sk, not both")
-    if "sk_prefix" in spec:
-        keys[sort_key] = {"prefix": _text(spec["sk_prefix"], f"{where}.sk_prefix")}
-    if "sk" in spec:
-        keys[sort_key] = {"equals": _text(spec["sk"], f"{where}.sk")}
-    if "entity_type" in spec:
-        kinds = spec["entity_type"]
-        kinds = [kinds] if isinstance(kinds, str) else kinds
-        if not isinstance(kinds, list) or not kinds:
-            raise ConfigError(f"{where}.entity_type must be a string or a list of strings")
+    """A RecordFilter for a route's rule; a SettingsError locates a bad condition of its filter."""
+    extra = rule.filter
+    keys: dict[str, Any] = dict(extra.keys)
+    image: dict[str, Any] = dict(extra.image)
+    if rule.pk_prefix is not None:
+        keys[partition_key] = {"prefix": rule.pk_prefix}
+    if rule.sk_prefix is not None:
+        keys[sort_key] = {"prefix": rule.sk_prefix}
+    if rule.sk is not None:
+        keys[sort_key] = {"equals": rule.sk}
+    if rule.entity_type is not None:
+        kinds = [rule.entity_type] if isinstance(rule.entity_type, str) else rule.entity_type
         image[entity_type_attribute] = {"one_of": kinds}
-    ttl = spec.get("ttl_expiry", "include")
-    if ttl not in ("include", "ignore"):
-        raise ConfigError(f"{where}.ttl_expiry must be 'include' or 'ignore'")
-    if ttl == "ignore":
-        extra["ttl_expiry"] = False
-    if keys:
-        extra["keys"] = keys
-    if image:
-        extra["image"] = image
-    return parse_filter(extra, where)
+    ttl = False if rule.ttl_expiry == "ignore" else extra.ttl_expiry
+    merged = extra.model_copy(update={"keys": keys, "image": image, "ttl_expiry": ttl})
+    try:
+        return build_filter(merged)
+    except SettingsError as exc:
+        raise exc.under("filter") from exc
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where} must be a non-empty string")
-    return value
-
-
-class Router:
+class Router(BaseProjection):
     """Dispatches records to the first matching route's handler; counts the rest as filtered."""
 
+    settings_model = RouterSettings
+
     def __init__(self, name: str, routes: Sequence[Route]) -> None:
-        self.name = name
+        super().__init__(name)
         self.routes = list(routes)
 
     @classmethod
-    def from_config(cls, name: str, settings: Mapping[str, Any], resources: Resources) -> Router:
-        """Build from `routes` (a list of tables: name, class, settings and the rule keys)."""
-        from consumer.runtimes.projection_loader import load_class
-
-        unknown = set(settings) - {"routes", "partition_key", "sort_key", "entity_type_attribute"}
-        if unknown:
-            raise ConfigError(f"projections.{name}.settings: unknown key(s) {sorted(unknown)}")
-        names = {
-            "partition_key": settings.get("partition_key", "PK"),
-            "sort_key": settings.get("sort_key", "SK"),
-            "entity_type_attribute": settings.get("entity_type_attribute", "EntityType"),
-        }
-        entries = settings.get("routes")
-        if not isinstance(entries, list) or not entries:
-            raise ConfigError(f"projections.{name}.settings.routes must be a non-empty list")
+    def from_settings(cls, name: str, settings: RouterSettings, resources: Resources) -> Router:
+        """Build each route's handler by import path (named `<router>.<route>`) and its rule."""
         routes: list[Route] = []
-        for index, entry in enumerate(entries):
-            where = f"projections.{name}.settings.routes[{index}]"
-            if not isinstance(entry, Mapping):
-                raise ConfigError(f"{where} must be a table")
-            route_name = _text(entry.get("name"), f"{where}.name")
-            if any(route.name == route_name for route in routes):
-                raise ConfigError(f"{where}.name: duplicate route name {route_name!r}")
-            path = _text(entry.get("class"), f"{where}.class")
-            rule_spec = {k: v for k, v in entry.items() if k not in ("name", "class", "settings")}
-            rule = rule_filter(rule_spec, where, **names)
-            handler_cls = load_class(path, f"{where}.class")
-            handler = handler_cls.from_config(
-                f"{name}.{route_name}", entry.get("settings", {}), resources
-            )
-            routes.append(Route(route_name, rule, handler))
+        for index, route in enumerate(settings.routes):
+            try:
+                rule = rule_filter(
+                    route,
+                    settings.partition_key,
+                    settings.sort_key,
+                    settings.entity_type_attribute,
+                )
+                handler = build_projection(
+                    route.class_, f"{name}.{route.name}", route.settings, resources
+                )
+            except SettingsError as exc:
+                raise exc.under("routes", index) from exc
+            routes.append(Route(route.name, rule, handler))
         return cls(name, routes)
 
     def route_index(self, record: ChangeRecord) -> int | None:
@@ -163,15 +176,15 @@ class Router:
         return results
 
     def migrate(self) -> None:
-        """Migrate every handler that owns tables."""
+        """Migrate every handler."""
         for route in self.routes:
-            migrate = getattr(route.handler, "migrate", None)
-            if migrate is not None:
-                migrate()
+            route.handler.migrate()
+
+    def ready(self) -> bool:
+        """Ready when every handler is."""
+        return all(route.handler.ready() for route in self.routes)
 
     def close(self) -> None:
-        """Close every handler that holds resources."""
+        """Close every handler."""
         for route in self.routes:
-            close = getattr(route.handler, "close", None)
-            if close is not None:
-                close()
+            route.handler.close()

@@ -1,23 +1,43 @@
-"""A projection that wraps another: lifecycle calls reach the inner projection."""
+"""A projection that wraps another: built from `projection` + `settings`, hooks passed through."""
 
 from __future__ import annotations
 
-from projections.projection import Projection
+from typing import Any
+
+from pydantic import Field
+
+from projections.loader import build_projection
+from projections.projection import BaseProjection, Projection, Resources
+from projections.settings import ProjectionSettings
 
 
-class WrappingProjection:
-    """Passes `migrate` and `close` through to `inner` when it has them."""
+class WrappedSettings(ProjectionSettings):
+    """The inner projection of a wrapper: its class by import path and its own settings."""
+
+    projection: str = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+def build_inner(name: str, settings: WrappedSettings, resources: Resources) -> Projection:
+    """The projection a wrapper's settings name, built under the wrapper's name."""
+    return build_projection(
+        settings.projection, name, settings.settings, resources, class_key="projection"
+    )
+
+
+class WrappingProjection(BaseProjection):
+    """Passes `migrate`, `ready` and `close` through to `inner`."""
 
     inner: Projection
 
     def migrate(self) -> None:
-        """Migrate the inner projection, when it owns tables."""
-        migrate = getattr(self.inner, "migrate", None)
-        if migrate is not None:
-            migrate()
+        """Migrate the inner projection."""
+        self.inner.migrate()
+
+    def ready(self) -> bool:
+        """Ready when the inner projection is."""
+        return self.inner.ready()
 
     def close(self) -> None:
-        """Close the inner projection, when it holds resources."""
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()
+        """Close the inner projection."""
+        self.inner.close()

@@ -180,9 +180,7 @@ def backfill_from_settings(
         return report, points
     finally:
         for projection in projections:
-            close = getattr(projection, "close", None)
-            if close is not None:
-                close()
+            projection.close()
 
 
 def _handoff(settings: Settings, resources: SharedResources) -> list[HandoffPoint]:

@@ -153,11 +153,7 @@ def migrate(config_path: Path) -> None:
         # Fail in seconds with the reason, not after the pool's 30 s timeout.
         resources.check_postgres()
         for projection in projections:
-            migrate_ = getattr(projection, "migrate", None)
-            if migrate_ is None:
-                click.echo(f"{projection.name}: nothing to migrate")
-                continue
-            migrate_()
+            projection.migrate()
             click.echo(f"{projection.name}: migrated")
     finally:
         resources.close()

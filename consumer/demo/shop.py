@@ -210,9 +210,7 @@ def seed_shop(settings: Settings) -> int:
                 StreamName=STREAM, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
             )
         for projection in load_projections(settings.projections, resources):
-            migrate = getattr(projection, "migrate", None)
-            if migrate is not None:
-                migrate()
+            projection.migrate()
         versions: dict[str, int] = {}
         for n, (aggregate_id, event_type, data) in enumerate(SHOP_EVENTS):
             versions[aggregate_id] = versions.get(aggregate_id, 0) + 1

@@ -173,9 +173,7 @@ def seed(endpoint_url: str) -> Settings:
     dynamodb = resources.aws_client("dynamodb")
     create_trip_table(dynamodb)
     for projection in load_projections(settings.projections, resources):
-        migrate = getattr(projection, "migrate", None)
-        if migrate is not None:
-            migrate()
+        projection.migrate()
     write_saga(dynamodb)
     return settings
 

@@ -101,8 +101,7 @@ class Daemon:
         problems = [self.worker.last_error] if self.worker.last_error else []
         problems += self.resources.probe(self.settings.lease_table)
         for projection in self.projections:
-            ready = getattr(projection, "ready", None)
-            if ready is not None and not ready():
+            if not projection.ready():
                 problems.append(f"projection {projection.name} not ready")
         for (_, shard), reason in sorted(self.metrics.stall_reasons().items()):
             problems.append(f"shard {shard} stalled: {reason}")
@@ -254,9 +253,7 @@ def run_daemon(
     finally:
         reporter.stop()
         for projection in daemon.projections:
-            close = getattr(projection, "close", None)
-            if close is not None:
-                close()
+            projection.close()
         if daemon.health is not None:
             daemon.health.stop()
         daemon.resources.close()

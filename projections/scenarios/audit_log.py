@@ -24,12 +24,18 @@ from typing import Any
 import orjson
 from psycopg import sql
 from psycopg_pool import ConnectionPool
+from pydantic import Field
 
-from consumer.errors import ConfigError
-from consumer.record import ChangeRecord
-from projections.projection import Resources
-from projections.results import Results
-from projections.sinks.postgres import batch_transaction, translate_errors
+from projections.api import (
+    BaseProjection,
+    ChangeRecord,
+    ProjectionSettings,
+    Resources,
+    Results,
+    Text,
+    batch_transaction,
+    translate_errors,
+)
 
 DEFAULT_TABLE = "audit_log"
 DEFAULT_POOL_TIMEOUT = 5.0
@@ -117,8 +123,18 @@ def row_of(record: ChangeRecord) -> tuple[Any, ...]:
     )
 
 
-class AuditLogProjection:
+class AuditLogSettings(ProjectionSettings):
+    """Where the log goes, and how long to wait for a pooled connection (seconds)."""
+
+    table: Text = DEFAULT_TABLE
+    schema_: Text = Field("public", alias="schema")
+    pool_timeout: float = Field(DEFAULT_POOL_TIMEOUT, gt=0)
+
+
+class AuditLogProjection(BaseProjection):
     """Appends every change to an audit table, once per stream position."""
+
+    settings_model = AuditLogSettings
 
     def __init__(
         self,
@@ -128,7 +144,7 @@ class AuditLogProjection:
         schema: str = "public",
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
-        self.name = name
+        super().__init__(name)
         self.pool = pool
         self.table = table
         self.schema = schema
@@ -157,27 +173,16 @@ class AuditLogProjection:
         )
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: AuditLogSettings, resources: Resources
     ) -> AuditLogProjection:
-        """Settings: table (default audit_log), schema (default public), pool_timeout."""
-        where = f"projections.{name}.settings"
-        unknown = set(settings) - {"table", "schema", "pool_timeout"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-        for key in ("table", "schema"):
-            value = settings.get(key, "x")
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{where}.{key} must be a non-empty string")
-        timeout = settings.get("pool_timeout", DEFAULT_POOL_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ConfigError(f"{where}.pool_timeout must be a positive number")
+        """Built on the shared PostgreSQL pool."""
         return cls(
             name,
             resources.postgres_pool(),
-            table=settings.get("table", DEFAULT_TABLE),
-            schema=settings.get("schema", "public"),
-            pool_timeout=float(timeout),
+            table=settings.table,
+            schema=settings.schema_,
+            pool_timeout=settings.pool_timeout,
         )
 
     def migrate(self) -> None:

@@ -17,7 +17,7 @@ projection never saw placed (a stream read from LATEST) is recorded but moves no
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -26,13 +26,19 @@ import psycopg
 import structlog
 from psycopg import sql
 from psycopg_pool import ConnectionPool
+from pydantic import Field
 
-from consumer.errors import ConfigError
-from consumer.record import ChangeRecord
-from projections.projection import Resources
-from projections.results import Results
+from projections.api import (
+    BaseProjection,
+    ChangeRecord,
+    ProjectionSettings,
+    Resources,
+    Results,
+    Text,
+    batch_transaction,
+    translate_errors,
+)
 from projections.scenarios.shop.events import EventAttributes, ShopEvent, parse_event
-from projections.sinks.postgres import batch_transaction, translate_errors
 
 log = structlog.get_logger(__name__)
 
@@ -85,8 +91,20 @@ class _Day:
     cancelled_total: int = 0
 
 
-class DailySalesProjection:
+class DailySalesSettings(ProjectionSettings):
+    """Where the totals go, and how long to wait for a pooled connection (seconds)."""
+
+    schema_: Text = Field("public", alias="schema")
+    totals_table: Text = "daily_sales"
+    orders_table: Text = "daily_sales_orders"
+    applied_table: Text = "daily_sales_applied"
+    pool_timeout: float = Field(DEFAULT_POOL_TIMEOUT, gt=0)
+
+
+class DailySalesProjection(BaseProjection):
     """Adds each OrderPlaced to its day and takes each OrderCancelled off, exactly once."""
+
+    settings_model = DailySalesSettings
 
     def __init__(
         self,
@@ -96,7 +114,7 @@ class DailySalesProjection:
         attributes: EventAttributes | None = None,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
-        self.name = name
+        super().__init__(name)
         self.pool = pool
         self.tables = tables or SalesTables()
         self.attributes = attributes or EventAttributes()
@@ -108,29 +126,14 @@ class DailySalesProjection:
         }
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: DailySalesSettings, resources: Resources
     ) -> DailySalesProjection:
-        """Settings: schema, totals_table, orders_table, applied_table, pool_timeout."""
-        where = f"projections.{name}.settings"
-        keys = {"schema": "schema", "totals_table": "totals", "orders_table": "orders",
-                "applied_table": "applied"}  # fmt: skip
-        unknown = set(settings) - set(keys) - {"pool_timeout"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-        names: dict[str, str] = {}
-        for key, field in keys.items():
-            if key in settings:
-                value = settings[key]
-                if not isinstance(value, str) or not value:
-                    raise ConfigError(f"{where}.{key} must be a non-empty string")
-                names[field] = value
-        timeout = settings.get("pool_timeout", DEFAULT_POOL_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ConfigError(f"{where}.pool_timeout must be a positive number")
-        return cls(
-            name, resources.postgres_pool(), SalesTables(**names), pool_timeout=float(timeout)
+        """Built on the shared PostgreSQL pool."""
+        tables = SalesTables(
+            settings.schema_, settings.totals_table, settings.orders_table, settings.applied_table
         )
+        return cls(name, resources.postgres_pool(), tables, pool_timeout=settings.pool_timeout)
 
     def migrate(self) -> None:
         """Create the schema and the three tables if absent (idempotent)."""

@@ -26,32 +26,27 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
+from pydantic import Field, field_validator
 
-from consumer.errors import ConfigError
-from consumer.record import ChangeRecord
-from projections.idempotency import DEFAULT_TTL_SECONDS, IdempotencyStore, create_table
-from projections.projection import Resources
-from projections.results import Results
-from projections.sinks.sns import Alert, SnsAlertSink
+from projections.api import (
+    Alert,
+    BaseProjection,
+    ChangeRecord,
+    ConfigError,
+    IdempotencyStore,
+    ProjectionSettings,
+    Resources,
+    Results,
+    SnsAlertSink,
+    Text,
+)
+from projections.idempotency import DEFAULT_TTL_SECONDS, create_table
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_THRESHOLD = 10
 DEFAULT_IDEMPOTENCY_TABLE = "stream-projector-alerts-idempotency"
 LOW_STOCK, OUT_OF_STOCK = "LOW_STOCK", "OUT_OF_STOCK"
-SETTINGS = frozenset(
-    {
-        "topic_arn",
-        "create_topic",
-        "threshold",
-        "idempotency_table",
-        "ttl_days",
-        "entity_type",
-        "pk_prefix",
-        "sk",
-        "stock_attribute",
-    }
-)
 
 
 def _stock(value: Any) -> int | None:
@@ -81,8 +76,32 @@ def change_identity(record: ChangeRecord) -> str:
     return f"{record.stream}/{record.shard_id}/{record.position}"
 
 
-class InventoryAlertsProjection:
+class InventoryAlertsSettings(ProjectionSettings):
+    """The topic, the threshold, the idempotency table and which items are products."""
+
+    topic_arn: str
+    create_topic: bool = False
+    threshold: int = Field(DEFAULT_THRESHOLD, ge=1)
+    idempotency_table: Text = DEFAULT_IDEMPOTENCY_TABLE
+    # Must outlive the stream's retention, or a replay older than it alerts again.
+    ttl_days: int = Field(DEFAULT_TTL_SECONDS // 86400, ge=1)
+    entity_type: Text = "PRODUCT"
+    pk_prefix: Text = "PRODUCT#"
+    sk: Text = "METADATA"
+    stock_attribute: Text = "Stock"
+
+    @field_validator("topic_arn")
+    @classmethod
+    def _an_arn(cls, value: str) -> str:
+        if not value.startswith("arn:"):
+            raise ValueError("must be an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)")
+        return value
+
+
+class InventoryAlertsProjection(BaseProjection):
     """Publishes LOW_STOCK and OUT_OF_STOCK alerts for product stock changes, once each."""
+
+    settings_model = InventoryAlertsSettings
 
     def __init__(
         self,
@@ -95,7 +114,7 @@ class InventoryAlertsProjection:
         stock_attribute: str = "Stock",
         create_topic: bool = False,
     ) -> None:
-        self.name = name
+        super().__init__(name)
         self.sink = sink
         self.threshold = threshold
         self.entity_type = entity_type
@@ -106,46 +125,26 @@ class InventoryAlertsProjection:
         self._warned_no_old_image = False
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: InventoryAlertsSettings, resources: Resources
     ) -> InventoryAlertsProjection:
-        """Settings: topic_arn (required), create_topic, threshold, idempotency_table, ttl_days,
-        entity_type, pk_prefix, sk, stock_attribute."""
-        where = f"projections.{name}.settings"
-        unknown = set(settings) - SETTINGS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-        topic_arn = settings.get("topic_arn")
-        if not isinstance(topic_arn, str) or not topic_arn.startswith("arn:"):
-            raise ConfigError(f"{where}.topic_arn must be an SNS topic ARN")
-        threshold = settings.get("threshold", DEFAULT_THRESHOLD)
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-            raise ConfigError(f"{where}.threshold must be an integer >= 1")
-        ttl_days = settings.get("ttl_days", DEFAULT_TTL_SECONDS // 86400)
-        if isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days < 1:
-            raise ConfigError(f"{where}.ttl_days must be an integer >= 1")
-        strings = {}
-        for key, default in (
-            ("idempotency_table", DEFAULT_IDEMPOTENCY_TABLE),
-            ("entity_type", "PRODUCT"),
-            ("pk_prefix", "PRODUCT#"),
-            ("sk", "METADATA"),
-            ("stock_attribute", "Stock"),
-        ):
-            value = settings.get(key, default)
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{where}.{key} must be a non-empty string")
-            strings[key] = value
-        create = settings.get("create_topic", False)
-        if not isinstance(create, bool):
-            raise ConfigError(f"{where}.create_topic must be true or false")
+        """Built on the shared DynamoDB and SNS clients."""
         store = IdempotencyStore(
             resources.aws_client("dynamodb"),
-            strings.pop("idempotency_table"),
-            ttl_seconds=ttl_days * 86400,
+            settings.idempotency_table,
+            ttl_seconds=settings.ttl_days * 86400,
         )
-        sink = SnsAlertSink(resources.aws_client("sns"), topic_arn, store)
-        return cls(name, sink, threshold, create_topic=create, **strings)
+        sink = SnsAlertSink(resources.aws_client("sns"), settings.topic_arn, store)
+        return cls(
+            name,
+            sink,
+            settings.threshold,
+            entity_type=settings.entity_type,
+            pk_prefix=settings.pk_prefix,
+            sk=settings.sk,
+            stock_attribute=settings.stock_attribute,
+            create_topic=settings.create_topic,
+        )
 
     def migrate(self) -> None:
         """Create the idempotency table (TTL on) and, with create_topic, the topic."""

@@ -20,20 +20,27 @@ applied; it is shared by the components, so across components the last applied w
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import botocore.exceptions
 import structlog
+from pydantic import Field
 
-from consumer.aws_errors import RESOURCE_IN_USE, error_code
-from consumer.errors import ConfigError
-from consumer.record import ChangeRecord
-from projections.projection import Resources
-from projections.results import Results
-from projections.sinks.dynamodb import DEFAULT_MAX_WORKERS, DynamoDBSink, GuardedUpdate, Write
+from projections.api import (
+    BaseProjection,
+    ChangeRecord,
+    ConfigError,
+    DynamoDBSink,
+    GuardedUpdate,
+    ProjectionSettings,
+    Resources,
+    Results,
+    Text,
+    Write,
+)
+from projections.sinks.dynamodb import DEFAULT_MAX_WORKERS, ensure_table
 
 log = structlog.get_logger(__name__)
 
@@ -111,8 +118,17 @@ def iso_utc(epoch_seconds: float | None) -> str:
     return moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
-class TripSearchProjection:
+class TripSearchSettings(ProjectionSettings):
+    """`table`: the search table; `max_workers`: keys written at once."""
+
+    table: Text = DEFAULT_TABLE
+    max_workers: int = Field(DEFAULT_MAX_WORKERS, ge=1)
+
+
+class TripSearchProjection(BaseProjection):
     """Projects TripTable FLIGHT/HOTEL/PAYMENT changes into TripSearchTable documents."""
+
+    settings_model = TripSearchSettings
 
     def __init__(
         self,
@@ -121,27 +137,23 @@ class TripSearchProjection:
         name: str = "trip_search",
         max_workers: int = DEFAULT_MAX_WORKERS,
     ) -> None:
-        self.name = name
+        super().__init__(name)
         self.client = client
         self.table = table
         self.sink = DynamoDBSink(client, table, max_workers=max_workers)
         self._warned_no_image = False
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: TripSearchSettings, resources: Resources
     ) -> TripSearchProjection:
-        """Build from `[projections.settings]`: `table` (str), `max_workers` (int ≥ 1)."""
-        unknown = set(settings) - {"table", "max_workers"}
-        if unknown:
-            raise ConfigError(f"projections.{name}.settings: unknown key(s) {sorted(unknown)}")
-        table = settings.get("table", DEFAULT_TABLE)
-        if not isinstance(table, str) or not table:
-            raise ConfigError(f"projections.{name}.settings.table must be a non-empty string")
-        workers = settings.get("max_workers", DEFAULT_MAX_WORKERS)
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"projections.{name}.settings.max_workers must be an int >= 1")
-        return cls(resources.aws_client("dynamodb"), table=table, name=name, max_workers=workers)
+        """Built on the shared DynamoDB client."""
+        return cls(
+            resources.aws_client("dynamodb"),
+            table=settings.table,
+            name=name,
+            max_workers=settings.max_workers,
+        )
 
     def migrate(self) -> None:
         """Create TripSearchTable and its GSI if absent."""
@@ -220,17 +232,18 @@ def create_table(client: Any, table: str = DEFAULT_TABLE) -> None:
 
     Waits until the table is ACTIVE. An existing table without the GSI is a ConfigError.
     """
-    try:
-        client.create_table(
-            TableName=table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
+    ensure_table(
+        client,
+        {
+            "TableName": table,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [
                 {"AttributeName": "trip_id", "AttributeType": "S"},
                 {"AttributeName": "flight_status", "AttributeType": "S"},
                 {"AttributeName": "departure_time", "AttributeType": "S"},
             ],
-            KeySchema=[{"AttributeName": "trip_id", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[
+            "KeySchema": [{"AttributeName": "trip_id", "KeyType": "HASH"}],
+            "GlobalSecondaryIndexes": [
                 {
                     "IndexName": STATUS_INDEX,
                     "KeySchema": [
@@ -240,13 +253,7 @@ def create_table(client: Any, table: str = DEFAULT_TABLE) -> None:
                     "Projection": {"ProjectionType": "ALL"},
                 }
             ],
-        )
-    except botocore.exceptions.ClientError as error:
-        # Already there is what idempotent means here; anything else the operator must see.
-        if error_code(error) != RESOURCE_IN_USE:
-            raise
-    client.get_waiter("table_exists").wait(
-        TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        },
     )
     description = client.describe_table(TableName=table)["Table"]
     indexes = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}

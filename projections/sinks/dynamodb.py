@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 from consumer.aws_errors import (
     AWS_CALL_ERRORS,
     CONDITION_FAILED,
+    RESOURCE_IN_USE,
     RESOURCE_NOT_FOUND,
     SINK_TRANSIENT_CODES,
     error_code,
@@ -108,6 +109,22 @@ def coalesce(writes: Iterable[Write]) -> list[list[tuple[GuardedUpdate, list[Cha
     return [group.ordered() for group in groups.values()]
 
 
+def ensure_table(client: Any, request: Mapping[str, Any]) -> None:
+    """CreateTable with `request` unless the table exists, then wait until it is ACTIVE.
+
+    An existing table is left as it is (idempotent, for `migrate`); its shape is not compared.
+    """
+    try:
+        client.create_table(**request)
+    except ClientError as error:
+        # Already there is what idempotent means here; anything else the operator must see.
+        if error_code(error) != RESOURCE_IN_USE:
+            raise
+    client.get_waiter("table_exists").wait(
+        TableName=request["TableName"], WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    )
+
+
 class DynamoDBSink:
     """Writes `GuardedUpdate`s to one DynamoDB table: guarded, coalesced, concurrent per key.
 
@@ -150,6 +167,18 @@ class DynamoDBSink:
         for part in parts:
             results.merge(part)
         return results
+
+    def create_table(self, key: str, key_type: str = "S") -> None:
+        """Create the table (on demand, hash key `key` of type S, N or B) unless it exists."""
+        ensure_table(
+            self.client,
+            {
+                "TableName": self.table,
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [{"AttributeName": key, "AttributeType": key_type}],
+                "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
+            },
+        )
 
     def close(self) -> None:
         """Stop the worker threads (idempotent)."""

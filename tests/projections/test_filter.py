@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -13,6 +13,7 @@ import pytest
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from projections.filter import FilteredProjection, RecordFilter, parse_filter
+from projections.projection import BaseProjection
 from projections.results import Counts, Outcome, Results
 
 PRODUCT = ChangeRecord(
@@ -116,17 +117,14 @@ def test_a_bad_setting_is_a_config_error_that_names_it(text: str, named: str) ->
         toml_filter(text)
 
 
-class Collecting:
+class Collecting(BaseProjection):
     """A projection that keeps what it was given (the filter's unit under test is the wrapper)."""
 
-    name = "collecting"
-
-    def __init__(self) -> None:
+    def __init__(
+        self, name: str = "collecting", settings: Any = None, resources: Any = None
+    ) -> None:
+        super().__init__(name)
         self.seen: list[ChangeRecord] = []
-
-    @classmethod
-    def from_config(cls, name: str, settings: Mapping[str, Any], resources: Any) -> Collecting:
-        return cls()
 
     def apply(self, records: Sequence[ChangeRecord]) -> Results:
         self.seen.extend(records)
@@ -163,7 +161,7 @@ def test_filtered_projection_from_config_builds_the_inner_projection_by_import_p
     assert projection.apply([PRODUCT, replace(PRODUCT, keys={"PK": "X"})]).counts() == Counts(
         1, 0, 1
     )
-    with pytest.raises(ConfigError, match=r"projections\.bad\.filter: unknown key"):
+    with pytest.raises(ConfigError, match=r"^filter\.pk: unknown setting; expected one of event_"):
         FilteredProjection.from_config(
             "bad",
             {"projection": f"{__name__}:Collecting", "filter": {"pk": 1}},

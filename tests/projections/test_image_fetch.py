@@ -10,6 +10,7 @@ import pytest
 from consumer.errors import TransientError
 from consumer.record import ChangeRecord
 from projections.image_fetch import ImageFetcher, ImageFetchingProjection
+from projections.projection import BaseProjection
 from projections.results import Counts, Outcome, Results
 
 
@@ -106,7 +107,7 @@ def test_a_missing_source_table_is_transient(aws_client: Callable[..., Any]) -> 
         ImageFetcher(aws_client("dynamodb")).fetch([keys_only(1, "PRODUCT#a", "no-such-table")])
 
 
-class Stocks:
+class Stocks(BaseProjection):
     """A projection that needs new images: it remembers stock per key, or None when deleted."""
 
     name = "stocks"

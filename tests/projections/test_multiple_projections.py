@@ -14,6 +14,7 @@ from consumer.demo.trip_saga import SAGA, create_trip_table, write_saga
 from consumer.errors import PoisonError, TransientError
 from consumer.record import ChangeRecord
 from consumer.runtimes.daemon import build_daemon, run_daemon
+from projections.projection import BaseProjection
 from projections.results import Outcome, Results
 from projections.scenarios.trip_search import TripSearchProjection
 from tests.consumer.runtimes.test_daemon_trip_search import EXPECTED, documents
@@ -21,7 +22,7 @@ from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
 
 
-class Failing:
+class Failing(BaseProjection):
     """A second projection that fails: transiently while `down` is set, or on one component."""
 
     def __init__(self, name: str, poison_component: str = "") -> None:

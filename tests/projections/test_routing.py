@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
+from projections.projection import BaseProjection
 from projections.results import Counts, Outcome, Results
-from projections.routing import Route, Router, rule_filter
+from projections.routing import Route, Router, RouteRule, rule_filter
 
 HANDLERS: dict[str, Collecting] = {}
 
 
-class Collecting:
+class Collecting(BaseProjection):
     """A handler that keeps what it was given, registered by name for the test to read."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, settings: Any = None, resources: Any = None) -> None:
+        super().__init__(name)
         self.seen: list[ChangeRecord] = []
         HANDLERS[name] = self
-
-    @classmethod
-    def from_config(cls, name: str, settings: Mapping[str, Any], resources: Any) -> Collecting:
-        return cls(name)
 
     def apply(self, records: Sequence[ChangeRecord]) -> Results:
         self.seen.extend(records)
@@ -114,8 +111,8 @@ def test_a_rule_can_route_keys_only_records_by_key_prefix_alone() -> None:
         for n, pk in enumerate(["USER#u1", "ORG#o1"])
     ]
     handler = Collecting("keys_only")
-    by_prefix = Route("users", rule_filter({"pk_prefix": "USER#"}, "r"), handler)
-    by_entity = Route("orgs", rule_filter({"entity_type": "ORGANIZATION"}, "r"), handler)
+    by_prefix = Route("users", rule_filter(RouteRule(pk_prefix="USER#")), handler)
+    by_entity = Route("orgs", rule_filter(RouteRule(entity_type="ORGANIZATION")), handler)
     outcome = Router("keys", [by_prefix, by_entity]).apply(keys_only).counts()
     # No image, so the entity-type rule cannot match: the ORG record is unrouted.
     assert [r.keys["PK"] for r in handler.seen] == ["USER#u1"]
@@ -126,7 +123,7 @@ def test_a_rule_can_route_keys_only_records_by_key_prefix_alone() -> None:
     ("route", "named"),
     [
         ({"class": f"{__name__}:Collecting", "pk_prefix": "A"}, r"routes\[0\]\.name"),
-        ({"name": "a", "class": f"{__name__}:Collecting", "pk": "A"}, r"unknown key.*'pk'"),
+        ({"name": "a", "class": f"{__name__}:Collecting", "pk": "A"}, r"routes\[0\]\.pk: unknown"),
         ({"name": "a", "class": f"{__name__}:Collecting", "sk": "A", "sk_prefix": "B"}, "not both"),
         ({"name": "a", "class": f"{__name__}:Collecting", "ttl_expiry": "skip"}, "ttl_expiry"),
         ({"name": "a", "class": "nowhere:Nothing"}, r"routes\[0\]\.class"),

@@ -6,10 +6,11 @@ import threading
 from collections.abc import Sequence
 
 from consumer.record import ChangeRecord
+from projections.projection import BaseProjection
 from projections.results import Outcome, Results
 
 
-class CollectingProjection:
+class CollectingProjection(BaseProjection):
     """Keeps what it applied in memory; can be paused to hold a batch in flight."""
 
     name = "collect"

@@ -3,29 +3,32 @@ position; until `fixed`, values starting with "bug" raise (a bad deploy)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from consumer.record import ChangeRecord
-from projections.projection import Resources
+from projections.projection import BaseProjection, Resources
 from projections.results import Results
+from projections.settings import ProjectionSettings
 
 
-class GuardedItems:
-    """Puts {key, value, position} unless the stored position is newer (stale-skipped)."""
+class GuardedItemsSettings(ProjectionSettings):
+    """The table, and whether the deploy is fixed (no "bug" value raises)."""
 
-    def __init__(self, name: str, client: Any, table: str, fixed: bool) -> None:
-        self.name = name
-        self._client = client
-        self._table = table
-        self._fixed = fixed
+    table: str
+    fixed: bool
 
-    @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
-    ) -> GuardedItems:
-        """Settings: table, fixed."""
-        return cls(name, resources.aws_client("dynamodb"), settings["table"], settings["fixed"])
+
+class GuardedItems(BaseProjection):
+    """Puts {key, value, position} unless the stored position is newer (stale)."""
+
+    settings_model = GuardedItemsSettings
+
+    def __init__(self, name: str, settings: GuardedItemsSettings, resources: Resources) -> None:
+        super().__init__(name)
+        self._client = resources.aws_client("dynamodb")
+        self._table = settings.table
+        self._fixed = settings.fixed
 
     def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Guarded puts, in order; raises on a "bug" value while not fixed."""

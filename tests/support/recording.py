@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from consumer.record import ChangeRecord
-from projections.projection import Resources
+from projections.projection import BaseProjection, Resources
 from projections.results import Outcome, Results
+from projections.settings import ProjectionSettings
 
 
 def create_recording_table(client: Any, table: str) -> None:
@@ -44,27 +45,31 @@ def recorded(client: Any, table: str) -> list[dict[str, str]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-class RecordingProjection:
+class RecordingSettings(ProjectionSettings):
+    """`table` (required) and `fail_on` (an optional marker value)."""
+
+    table: str
+    fail_on: str = ""
+
+
+class RecordingProjection(BaseProjection):
     """Puts one item per record; `fail_on` values in the image make it raise (poison tests)."""
 
+    settings_model = RecordingSettings
+
     def __init__(self, name: str, client: Any, table: str, fail_on: str = "") -> None:
-        self.name = name
+        super().__init__(name)
         self._client = client
         self._table = table
         self._fail_on = fail_on
         self._worker = os.environ.get("STREAM_PROJECTOR_WORKER_ID", str(os.getpid()))
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: RecordingSettings, resources: Resources
     ) -> RecordingProjection:
-        """Settings: table (required), fail_on (optional marker value)."""
-        return cls(
-            name,
-            resources.aws_client("dynamodb"),
-            settings["table"],
-            settings.get("fail_on", ""),
-        )
+        """Built on the shared DynamoDB client."""
+        return cls(name, resources.aws_client("dynamodb"), settings.table, settings.fail_on)
 
     def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Record each change in order; raise on a record carrying the failure marker."""

@@ -28,18 +28,26 @@ like gaps, and count as `filtered`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg_pool import ConnectionPool
+from pydantic import Field
 
-from consumer.errors import ConfigError
-from consumer.record import ChangeRecord
-from projections.projection import Resources
-from projections.results import Results
+from projections.api import (
+    BaseProjection,
+    ChangeRecord,
+    GuardedUpsert,
+    ProjectionSettings,
+    Resources,
+    Results,
+    Text,
+    batch_transaction,
+    translate_errors,
+)
 from projections.scenarios.shop.errors import ConcurrentUpdateError, VersionGapError
 from projections.scenarios.shop.events import EventAttributes, ShopEvent, parse_event
 from projections.scenarios.shop.read_models import (
@@ -52,15 +60,7 @@ from projections.scenarios.shop.read_models import (
     ReadModelBatch,
 )
 from projections.scenarios.shop.schema import ShopTables, create_tables
-from projections.sinks.postgres import (
-    DEFAULT_STRATEGY,
-    GuardedUpsert,
-    Strategy,
-    batch_transaction,
-    delete_keys,
-    select_keys,
-    translate_errors,
-)
+from projections.sinks.postgres import DEFAULT_STRATEGY, Strategy, delete_keys, select_keys
 
 DEFAULT_POOL_TIMEOUT = 5.0
 _ORDER_COLUMNS = (
@@ -78,8 +78,42 @@ _ORDER_COLUMNS = (
 )
 
 
-class ShopProjection:
+class ShopTableNames(ProjectionSettings):
+    """`[...settings.tables]`: the name of each table, in `schema`."""
+
+    products: Text = "read_products"
+    carts: Text = "read_carts"
+    orders: Text = "read_orders"
+    inventory: Text = "read_inventory"
+    versions: Text = "shop_aggregate_versions"
+
+
+class EventAttributeNames(ProjectionSettings):
+    """`[...settings.attributes]`: the attribute names of an event item."""
+
+    aggregate_id: Text = "aggregate_id"
+    version: Text = "version"
+    event_type: Text = "event_type"
+    payload: Text = "data"
+    created_at: Text = "created_at"
+
+
+class ShopSettings(ProjectionSettings):
+    """Where the read models go, how events are named, and how rows are shipped."""
+
+    schema_: Text = Field("public", alias="schema")
+    tables: ShopTableNames = Field(default_factory=ShopTableNames)
+    attributes: EventAttributeNames = Field(default_factory=EventAttributeNames)
+    # Only records of this source table are events (default: every record).
+    events_table: Text | None = None
+    pool_timeout: float = Field(DEFAULT_POOL_TIMEOUT, gt=0)
+    strategy: Strategy = Field(DEFAULT_STRATEGY, strict=False)
+
+
+class ShopProjection(BaseProjection):
     """Projects the shop's events into read_products, read_carts, read_orders, read_inventory."""
+
+    settings_model = ShopSettings
 
     def __init__(
         self,
@@ -91,7 +125,7 @@ class ShopProjection:
         strategy: Strategy = DEFAULT_STRATEGY,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
-        self.name = name
+        super().__init__(name)
         self.pool = pool
         self.tables = tables or ShopTables()
         self.attributes = attributes or EventAttributes()
@@ -155,12 +189,19 @@ class ShopProjection:
         )
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: ShopSettings, resources: Resources
     ) -> ShopProjection:
-        """Build from settings: schema, tables.{products,...}, attributes.{...}, events_table,
-        pool_timeout, strategy; raise ConfigError naming a bad key."""
-        return cls(name, resources.postgres_pool(), **_parse_settings(name, settings))
+        """Built on the shared PostgreSQL pool."""
+        return cls(
+            name,
+            resources.postgres_pool(),
+            tables=ShopTables(schema=settings.schema_, **settings.tables.model_dump()),
+            attributes=EventAttributes(**settings.attributes.model_dump()),
+            events_table=settings.events_table,
+            strategy=settings.strategy,
+            pool_timeout=settings.pool_timeout,
+        )
 
     def migrate(self) -> None:
         """Create the read tables and the versions table if absent (idempotent)."""
@@ -325,59 +366,3 @@ class ShopProjection:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-_SETTINGS = {"schema", "tables", "attributes", "events_table", "pool_timeout", "strategy"}
-
-
-def _parse_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated keyword arguments for ShopProjection from its TOML settings table."""
-    where = f"projections.{name}.settings"
-    unknown = sorted(set(settings) - _SETTINGS)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: {sorted(_SETTINGS)})")
-    tables_settings = settings.get("tables", {})
-    if not isinstance(tables_settings, Mapping):
-        raise ConfigError(f"{where}.tables: must be a table of names")
-    table_fields = set(ShopTables.__dataclass_fields__) - {"schema"}
-    table_names: dict[str, str] = {}
-    for key, value in tables_settings.items():
-        if key not in table_fields:
-            raise ConfigError(
-                f"{where}.tables.{key}: unknown table (known: {sorted(table_fields)})"
-            )
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}.tables.{key}: must be a non-empty string")
-        table_names[key] = value
-    schema = settings.get("schema", "public")
-    if not isinstance(schema, str) or not schema:
-        raise ConfigError(f"{where}.schema: must be a non-empty string")
-    attribute_settings = settings.get("attributes", {})
-    if not isinstance(attribute_settings, Mapping):
-        raise ConfigError(f"{where}.attributes: must be a table of attribute names")
-    attribute_fields = set(EventAttributes.__dataclass_fields__)
-    for key, value in attribute_settings.items():
-        if key not in attribute_fields:
-            raise ConfigError(
-                f"{where}.attributes.{key}: unknown attribute (known: {sorted(attribute_fields)})"
-            )
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}.attributes.{key}: must be a non-empty string")
-    events_table = settings.get("events_table")
-    if events_table is not None and not isinstance(events_table, str):
-        raise ConfigError(f"{where}.events_table: must be a string")
-    pool_timeout = settings.get("pool_timeout", DEFAULT_POOL_TIMEOUT)
-    if isinstance(pool_timeout, bool) or not isinstance(pool_timeout, int | float):
-        raise ConfigError(f"{where}.pool_timeout: must be a number of seconds")
-    if pool_timeout <= 0:
-        raise ConfigError(f"{where}.pool_timeout: must be > 0")
-    strategy = settings.get("strategy", DEFAULT_STRATEGY.value)
-    if strategy not in {s.value for s in Strategy}:
-        raise ConfigError(f"{where}.strategy: one of {[s.value for s in Strategy]}")
-    return {
-        "tables": ShopTables(schema=schema, **table_names),
-        "attributes": EventAttributes(**dict(attribute_settings)),
-        "events_table": events_table,
-        "pool_timeout": float(pool_timeout),
-        "strategy": Strategy(strategy),
-    }

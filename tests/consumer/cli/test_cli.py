@@ -63,12 +63,30 @@ def test_migrate_twice_creates_dynamodb_and_postgres_tables_once(
     assert {"read_products", "read_carts", "read_orders", "read_inventory"} <= names
 
 
+AUDIT = (
+    '[[projections]]\nname = "x"\nclass = "projections.scenarios.audit_log:AuditLogProjection"\n'
+)
+
+
 @pytest.mark.parametrize(
     ("extra", "env", "named"),
     [
         ("[polling]\nmax_records = 0\n", {}, "polling.max_records"),
         ("", {"STREAM_PROJECTOR_HTTP__PORT": "http"}, "STREAM_PROJECTOR_HTTP__PORT"),
         ('[[projections]]\nname = "x"\nclass = "nowhere:Nothing"\n', {}, "projections[1].class"),
+        (AUDIT + 'settings = { tabel = "a" }\n', {}, "projections[1].settings.tabel: unknown"),
+        (
+            AUDIT + 'settings = { pool_timeout = "soon" }\n',
+            {},
+            "projections[1].settings.pool_timeout: Input should be a valid number",
+        ),
+        (
+            '[[projections]]\nname = "x"\nclass = "projections.filter:FilteredProjection"\n'
+            'settings = { projection = "projections.scenarios.audit_log:AuditLogProjection",'
+            ' settings = { table = "" } }\n',
+            {},
+            "projections[1].settings.settings.table: String should have at least 1 character",
+        ),
     ],
 )
 def test_run_refuses_a_bad_setting_and_names_it(

@@ -16,6 +16,7 @@ from consumer.pipeline.apply import ALL_PROJECTIONS, BatchAbandoned, FailurePoli
 from consumer.pipeline.classify import classify
 from consumer.pipeline.prefetch import FetchedBatch
 from consumer.record import ChangeRecord, RawRecord
+from projections.projection import BaseProjection
 from projections.results import Outcome, Results
 from tests.fixtures.servers import wait_until
 
@@ -37,7 +38,7 @@ def record(n: int, bad: bool = False, created: float | None = None) -> ChangeRec
     )
 
 
-class Transactional:
+class Transactional(BaseProjection):
     """All or nothing per batch, like a PostgreSQL projection; raises on a bad record."""
 
     name = "tx"

@@ -18,6 +18,7 @@ from consumer.config import load_settings
 from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
 from consumer.runtimes.daemon import Daemon
+from projections.projection import BaseProjection
 from projections.results import Outcome, Results
 from tests.fixtures.aws import REGION
 from tests.fixtures.servers import wait_until
@@ -85,7 +86,7 @@ BAD_INPUT: dict[str, tuple[bytes, str, str]] = {
 }
 
 
-class CopyProjection:
+class CopyProjection(BaseProjection):
     """Copies each new image into a DynamoDB table; DynamoDB refuses items over 400 KB."""
 
     name = "copy"

@@ -20,6 +20,7 @@ from consumer.observability.metrics import Metrics
 from consumer.pipeline.apply import FailurePolicy, Pipeline
 from consumer.pipeline.prefetch import FetchedBatch
 from consumer.record import ChangeRecord, position_of
+from projections.projection import BaseProjection
 from projections.results import Results
 from projections.scenarios.trip_search import TripSearchProjection
 from tests.consumer.pipeline.test_apply import record
@@ -30,7 +31,7 @@ from tests.support.canned import inject_error
 FAST = FailurePolicy(max_attempts=3, backoff_base_seconds=0.001, backoff_cap_seconds=0.01)
 
 
-class Guarded:
+class Guarded(BaseProjection):
     """One entry per key n, guarded by position; reports each record on its own.
 
     `transient[n]` is how many attempts fail record n with throttling before it goes through;
@@ -46,7 +47,7 @@ class Guarded:
         raises: bool = False,
         skip: frozenset[int] = frozenset(),
     ) -> None:
-        self.name = name
+        super().__init__(name)
         self.stored: dict[int, str] = {}
         self.sent: list[list[int]] = []
         self.transient = dict(transient or {})

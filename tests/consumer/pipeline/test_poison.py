@@ -18,6 +18,7 @@ import pytest
 from consumer.config import load_settings
 from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
+from projections.projection import BaseProjection
 from projections.results import Outcome, Results
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread
@@ -31,7 +32,7 @@ SHARDS = 4
 WRITE_BATCH = 25
 
 
-class BulkProjection:
+class BulkProjection(BaseProjection):
     """Writes with BatchWriteItem, 25 items per call; refuses a batch holding a poison record.
 
     It checks the whole batch before writing anything, like a transactional sink would.

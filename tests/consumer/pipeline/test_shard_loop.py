@@ -15,6 +15,7 @@ from consumer.leases.lease import Lease
 from consumer.leases.store import DynamoDBLeaseStore
 from consumer.record import ChangeRecord
 from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
+from projections.projection import BaseProjection
 from projections.results import Results
 from tests.fixtures.servers import wait_until
 from tests.support.collecting import CollectingProjection
@@ -257,7 +258,7 @@ def test_a_lease_lost_while_waiting_for_its_parent_leaves_no_series(
         assert daemon.metrics.shard_snapshot() == {}
 
 
-class DownSink:
+class DownSink(BaseProjection):
     """A projection whose sink is down for as long as the test wants: the shard stalls."""
 
     name = "down"

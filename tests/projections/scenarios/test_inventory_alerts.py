@@ -279,9 +279,9 @@ def test_from_config_creates_the_topic_when_asked_and_names_bad_settings(
     projection.migrate()
     topics = [t["TopicArn"] for t in aws_client("sns").list_topics()["Topics"]]
     assert arn in topics and projection.threshold == 5
-    with pytest.raises(ConfigError, match=r"settings\.threshold"):
+    with pytest.raises(ConfigError, match=r"^threshold: Input should be greater than or equal"):
         InventoryAlertsProjection.from_config("a", {"topic_arn": arn, "threshold": 0}, resources)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"settings\.topic_arn"):
+    with pytest.raises(ConfigError, match=r"^topic_arn: Field required"):
         InventoryAlertsProjection.from_config("a", {}, resources)  # type: ignore[arg-type]
 
 

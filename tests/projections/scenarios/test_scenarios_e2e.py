@@ -38,9 +38,7 @@ def migrate_all(settings: Settings) -> None:
     try:
         for _ in range(2):
             for projection in load_projections(settings.projections, resources):
-                migrate = getattr(projection, "migrate", None)
-                if migrate is not None:
-                    migrate()
+                projection.migrate()
     finally:
         resources.close()
 

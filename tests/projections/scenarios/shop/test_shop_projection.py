@@ -441,5 +441,5 @@ def test_from_config_writes_to_the_configured_schema_and_tables(pool: Connection
 def test_bad_settings_fail_naming_the_setting(
     pool: ConnectionPool, settings: dict[str, Any], named: str
 ) -> None:
-    with pytest.raises(ConfigError, match=rf"projections\.shop\.settings\.{named}:"):
+    with pytest.raises(ConfigError, match=rf"^{named}:"):
         ShopProjection.from_config("shop", settings, _Resources(pool))
