@@ -57,6 +57,9 @@ class SourceSettings(Section):
     initial_timestamp: datetime | None = None
     # KPL aggregation is recognised by its magic bytes in every format.
     format: Literal["auto", "dynamodb", "json"] = "auto"
+    # Plain JSON events on Kinesis: the fields of the event that make `record.keys` (default:
+    # the record's partition key, as {"partition_key": ...}).
+    key_fields: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _names_a_stream(self) -> SourceSettings:
@@ -64,6 +67,13 @@ class SourceSettings(Section):
             raise ValueError("set source.table or source.stream_arn for a DynamoDB stream")
         if self.kind == "kinesis" and not (self.stream_name or self.stream_arn):
             raise ValueError("set source.stream_name or source.stream_arn for a Kinesis stream")
+        if self.key_fields and (self.kind != "kinesis" or self.format == "dynamodb"):
+            raise ValueError(
+                "source.key_fields keys plain JSON events: it needs kind kinesis and format json"
+                " or auto"
+            )
+        if any(not name for name in self.key_fields):
+            raise ValueError("source.key_fields: a field name cannot be empty")
         if self.initial_position == "AT_TIMESTAMP":
             if self.kind != "kinesis":
                 raise ValueError("initial_position AT_TIMESTAMP exists only on Kinesis")

@@ -184,7 +184,7 @@ def redrive_command(
     refusal is counted with its reason and the message stays in the queue. Exits 1 when a
     letter failed, was refused or is not a dead letter.
     """
-    from consumer.dead_letters.redrive import Redrive, decoder_for
+    from consumer.dead_letters.redrive import Redrive, envelope_decoder
     from consumer.runtimes.projection_loader import load_projections
 
     per_second = _rate(rate)
@@ -200,7 +200,7 @@ def redrive_command(
             report = Redrive(
                 queue,
                 projections,
-                lambda envelope: decoder_for(source.kind, source.format, envelope),
+                lambda envelope: envelope_decoder(source, envelope),
                 check,
                 ledger=ledger,
                 dry_run=dry_run,

@@ -19,13 +19,14 @@ from datetime import datetime
 from typing import Any
 
 from consumer.aws import Pacer
+from consumer.config import SourceSettings
 from consumer.dead_letters.ledger import DeadLetterLedger
 from consumer.dead_letters.queue import DeadLetterQueue, Message
 from consumer.dead_letters.validation import LetterCheck
 from consumer.errors import StreamProjectorError
 from consumer.pipeline.apply import ALL_PROJECTIONS, DECODE_STAGE
 from consumer.record import ChangeRecord, RawRecord
-from consumer.sources.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
+from consumer.sources.decode import Decoder, decoder_for
 from projections.projection import Projection, attempt
 
 REDRIVE_VISIBILITY_SECONDS = 300
@@ -49,12 +50,9 @@ def restore(value: Any) -> Any:
     return value
 
 
-def decoder_for(kind: str, fmt: str, envelope: Mapping[str, Any]) -> Decoder:
-    """The decoder the daemon uses for the envelope's stream (`[source] kind` and `format`)."""
-    if kind == "dynamodb":
-        return DynamoDBStreamsDecoder(str(envelope["stream"]))
-    # `[source] format` is validated at start-up to the decoder's own names.
-    return KinesisDecoder(str(envelope["stream"]), fmt=fmt)  # type: ignore[arg-type]
+def envelope_decoder(source: SourceSettings, envelope: Mapping[str, Any]) -> Decoder:
+    """The decoder the daemon uses for the envelope's stream (`[source]` as configured)."""
+    return decoder_for(source.kind, str(envelope["stream"]), source.format, source.key_fields)
 
 
 def _epoch(iso: Any) -> float | None:

@@ -22,7 +22,7 @@ from consumer.pipeline.apply import FailurePolicy, Pipeline
 from consumer.record import SourceKind
 from consumer.resources import SharedResources
 from consumer.runtimes.projection_loader import load_projections
-from consumer.sources.decode import Decoder, DynamoDBStreamsDecoder, KinesisDecoder
+from consumer.sources.decode import Decoder, decoder_for
 from projections.projection import Projection
 
 # The TOML file's path for runtimes that have no command line of their own (KCL, Lambda).
@@ -56,10 +56,8 @@ class ProjectionStack:
         key = (kind, stream)
         decoder = self._decoders.get(key)
         if decoder is None:
-            if kind == "dynamodb":
-                decoder = DynamoDBStreamsDecoder(stream)
-            else:
-                decoder = KinesisDecoder(stream, fmt=self.settings.source.format)
+            source = self.settings.source
+            decoder = decoder_for(kind, stream, source.format, source.key_fields)
             self._decoders[key] = decoder
         return decoder
 

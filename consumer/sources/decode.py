@@ -51,6 +51,15 @@ def table_from_stream_arn(stream_arn: str) -> str:
     return resource[1]
 
 
+def decoder_for(
+    kind: str, stream: str, fmt: KinesisFormat = "auto", key_fields: Sequence[str] = ()
+) -> Decoder:
+    """The decoder of a stream as `[source]` configures it (a stream ARN or a Kinesis name)."""
+    if kind == "dynamodb":
+        return DynamoDBStreamsDecoder(stream)
+    return KinesisDecoder(stream, fmt=fmt, key_fields=key_fields)
+
+
 class DynamoDBStreamsDecoder:
     """Decodes DynamoDB Streams records (GetRecords JSON, one record's object per payload)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,51 @@ def test_the_worker_id_is_drawn_once(tmp_path: Path) -> None:
     settings = load_settings(path)
     assert settings.worker_id and settings.worker_id == settings.worker_id
     assert load_settings(path).worker_id != settings.worker_id  # another process, another id
+
+
+PLAIN_JSON = """
+[source]
+kind = "kinesis"
+stream_name = "app-events"
+format = "json"
+key_fields = ["order_id"]
+"""
+
+
+def test_key_fields_key_plain_json_events_in_the_daemon_and_in_redrive(tmp_path: Path) -> None:
+    from consumer.dead_letters.redrive import envelope_decoder
+    from consumer.record import RawRecord
+    from consumer.runtimes.stack import build_stack
+
+    settings = load_settings(write(tmp_path, PLAIN_JSON), projections=[])
+    assert settings.source.key_fields == ("order_id",)
+    event = base64.b64encode(b'{"order_id": "o-1", "total": 30}').decode()
+    raw = RawRecord("1", None, {"Data": event, "PartitionKey": "tenant-7"})
+    stack = build_stack(settings, projections=[])
+    try:
+        decoders = [
+            stack.decoder("kinesis", "app-events"),
+            envelope_decoder(settings.source, {"stream": "app-events"}),
+        ]
+        for decoder in decoders:
+            (record,) = decoder.decode(raw, "shardId-0")
+            assert record.keys == {"order_id": "o-1"}
+            assert record.partition_key == "tenant-7"
+    finally:
+        stack.close()
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ('kind = "dynamodb"\ntable = "T"\nkey_fields = ["id"]\n', "needs kind kinesis"),
+        ('kind = "kinesis"\nstream_name = "s"\nformat = "dynamodb"\nkey_fields = ["id"]\n', "json"),
+        ('kind = "kinesis"\nstream_name = "s"\nkey_fields = [""]\n', "cannot be empty"),
+        ('kind = "kinesis"\nstream_name = "s"\nkey_fields = "id"\n', "source.key_fields"),
+    ],
+)
+def test_key_fields_only_where_plain_json_events_are_read(
+    tmp_path: Path, source: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(write(tmp_path, "[source]\n" + source), projections=[])
