@@ -261,8 +261,6 @@ def test_a_lease_lost_while_waiting_for_its_parent_leaves_no_series(
 class DownSink(BaseProjection):
     """A projection whose sink is down for as long as the test wants: the shard stalls."""
 
-    name = "down"
-
     def apply(self, records: Sequence[ChangeRecord]) -> Results:
         raise TransientError("sink down")
 
@@ -273,7 +271,7 @@ def test_a_stalled_shard_that_loses_its_lease_leaves_no_series(
     dynamodb = aws_client("dynamodb")
     settings = settings_for(source_table, unique_name("app"), leases={"failover_seconds": 300})
     store = DynamoDBLeaseStore(dynamodb, settings.lease_table)
-    with daemon_thread(settings, projections=[DownSink()]) as daemon:
+    with daemon_thread(settings, projections=[DownSink("down")]) as daemon:
         write_items(dynamodb, source_table, range(0, 3))
         wait_until(
             lambda: sample(daemon, "stream_projector_shards", state="stalled") == 1,
