@@ -101,12 +101,31 @@ class LeaseSettings(Section):
 
 
 class PollingSettings(Section):
-    """GetRecords pacing and the bounded prefetch per shard."""
+    """GetRecords paging and pacing, and the bounded prefetch per shard."""
 
-    max_records: int = Field(1000, ge=1, le=10000)
+    # The GetRecords Limit doubles toward max_records while a shard is behind and halves back
+    # to min_records at its tip (DynamoDB Streams caps both at 1,000, its API's limit).
+    max_records: int = Field(10000, ge=1, le=10000)
+    # Unset: 1,000, or max_records when that is smaller.
+    min_records: int | None = Field(None, ge=1, le=10000)
     idle_backoff_seconds: float = Field(1.0, ge=0)
     min_interval_seconds: float = Field(0.2, ge=0)
     prefetch_batches: int = Field(2, ge=1, le=100)
+    # Records fetched ahead per shard, whatever the page size: the memory bound.
+    prefetch_records: int = Field(10000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> PollingSettings:
+        if self.min_records is not None and self.min_records > self.max_records:
+            raise ValueError(
+                f"min_records ({self.min_records}) must not exceed max_records ({self.max_records})"
+            )
+        return self
+
+    @property
+    def tip_records(self) -> int:
+        """The GetRecords Limit at the tip: min_records, or 1,000 capped by max_records."""
+        return self.min_records if self.min_records is not None else min(1000, self.max_records)
 
 
 class RetrySettings(Section):

@@ -1,12 +1,13 @@
-"""Fetch and decode a shard ahead of processing, into a queue bounded in batches.
+"""Fetch and decode a shard ahead of processing, into a buffer bounded in batches and records.
 
-The queue holds at most `prefetch_batches` pages of at most `max_records` each, plus the one
-being processed: memory per shard is bounded whatever the backlog (docs/design.md, invariant 6).
+The buffer holds at most `prefetch_batches` pages and `prefetch_records` records, plus the
+batch being processed: memory per shard is bounded whatever the backlog and whatever the page
+size grows to (docs/design.md, invariant 6). The page size itself adapts to the backlog
+(consumer/pipeline/paging.py).
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.errors import DecodeError, ThrottledError, TransientError, TrimmedDataError
 from consumer.observability.metrics import Metrics
+from consumer.pipeline.batch_buffer import BatchBuffer
+from consumer.pipeline.paging import PageSizer
 from consumer.pipeline.retry import Backoff, pause
 from consumer.record import ChangeRecord, RawRecord
 from consumer.sources.decode import Decoder
@@ -47,6 +50,11 @@ class FetchedBatch:
     def empty(self) -> bool:
         """No record at all: nothing to apply and nothing to checkpoint."""
         return self.last_sequence is None
+
+    @property
+    def size(self) -> int:
+        """Records held in memory: decoded ones and the ones kept aside."""
+        return len(self.records) + len(self.undecodable)
 
 
 def decode_page(decoder: Decoder, shard_id: str, raws: list[RawRecord]) -> FetchedBatch:
@@ -79,6 +87,8 @@ class Prefetcher:
         decoder: Decoder,
         metrics: Metrics,
         prefetch_batches: int,
+        prefetch_records: int,
+        page_sizer: PageSizer,
         idle_backoff_seconds: float,
         backoff: Backoff,
         on_error: Callable[[str], None] = lambda kind: None,
@@ -92,7 +102,8 @@ class Prefetcher:
         self._idle_backoff = idle_backoff_seconds
         self._backoff = backoff
         self._on_error = on_error
-        self.queue: queue.Queue[FetchedBatch] = queue.Queue(maxsize=prefetch_batches)
+        self._sizer = page_sizer
+        self.buffer: BatchBuffer[FetchedBatch] = BatchBuffer(prefetch_batches, prefetch_records)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"prefetch-{shard_id}", daemon=True)
         self.caught_up = threading.Event()
@@ -138,9 +149,13 @@ class Prefetcher:
         return None
 
     def _fetch_once(self, reader: ShardReader) -> ShardReader | None:
+        # Room first, then fetch: a page is never held outside the bounded buffer.
+        limit = self._sizer.limit
+        if not self.buffer.wait_for_room(limit, self._stop):
+            return reader
         began = time.monotonic()
         try:
-            page = reader.next_batch()
+            page = reader.next_batch(limit)
         except ThrottledError as exc:
             self._metrics.record_throttle(self._stream, self._shard_id)
             self._wait_after_error("throttle", exc)
@@ -158,15 +173,20 @@ class Prefetcher:
             return reader
         self._backoff.reset()
         raws = list(page.records)
+        newest = raws[-1].approximate_arrival if raws else None
         self._metrics.record_fetch(
             self._stream,
             self._shard_id,
             len(raws),
-            raws[-1].approximate_arrival if raws else None,
+            newest,
             page.millis_behind_latest,
             time.monotonic() - began,
             oldest_arrival=raws[0].approximate_arrival if raws else None,
         )
+        previous = self._sizer.limit
+        age = time.time() - newest if newest is not None else None
+        if self._sizer.observe(len(raws), limit, page.millis_behind_latest, age) != previous:
+            log.debug("page size changed", limit=self._sizer.limit, previous=previous)
         batch = decode_page(self._decoder, self._shard_id, raws)
         batch.shard_end = page.shard_end
         batch.child_shards = page.child_shards
@@ -175,19 +195,10 @@ class Prefetcher:
             pause(self._stop, self._idle_backoff)
             return reader
         self.caught_up.clear()
-        self._put(batch)
+        self.buffer.put(batch)
         if batch.shard_end:
             return None
         return reader
-
-    def _put(self, batch: FetchedBatch) -> None:
-        # Blocks while the queue is full: that is the bound on memory per shard.
-        while not self._stop.is_set():
-            try:
-                self.queue.put(batch, timeout=0.2)
-                return
-            except queue.Full:
-                continue
 
     def _wait_after_error(self, kind: str, exc: Exception) -> None:
         delay = self._backoff.next_delay()

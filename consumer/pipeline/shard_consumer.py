@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -114,7 +113,7 @@ class ShardConsumer:
         """The last GetRecords returned nothing and nothing waits to be applied."""
         return (
             self._prefetcher.caught_up.is_set()
-            and self._prefetcher.queue.empty()
+            and self._prefetcher.buffer.empty()
             and not self._in_flight.is_set()
         )
 
@@ -141,9 +140,8 @@ class ShardConsumer:
             if self._stopping.is_set():
                 # Batches fetched but not started are dropped: the next owner reads them again.
                 return ShardExit.STOPPED
-            try:
-                batch = self._prefetcher.queue.get(timeout=0.2)
-            except queue.Empty:
+            batch = self._prefetcher.buffer.get(timeout=0.2)
+            if batch is None:
                 continue
             self._in_flight.set()
             try:

@@ -20,6 +20,7 @@ from consumer.leases.store import DynamoDBLeaseStore
 from consumer.observability.health import HealthServer, Heartbeat, ReadinessReporter
 from consumer.observability.metrics import Metrics
 from consumer.observability.redact import redact
+from consumer.pipeline.paging import PageSizer
 from consumer.pipeline.prefetch import Prefetcher
 from consumer.pipeline.retry import Backoff
 from consumer.pipeline.shard_consumer import ShardConsumer
@@ -56,6 +57,13 @@ def build_source(settings: Settings, resources: SharedResources) -> StreamSource
         max_records=polling.max_records,
         min_interval_seconds=polling.min_interval_seconds,
     )
+
+
+def page_sizer(settings: Settings, page_limit: int) -> PageSizer:
+    """A shard's GetRecords Limit, within the settings, the API's cap and the prefetch bound."""
+    polling = settings.polling
+    ceiling = min(polling.max_records, page_limit, polling.prefetch_records)
+    return PageSizer(floor=min(polling.tip_records, ceiling), ceiling=ceiling)
 
 
 def start_position(lease: Lease, settings: Settings) -> StartPosition:
@@ -167,6 +175,8 @@ def build_daemon(
             decoder=decoder,
             metrics=metrics,
             prefetch_batches=settings.polling.prefetch_batches,
+            prefetch_records=settings.polling.prefetch_records,
+            page_sizer=page_sizer(settings, source.page_limit),
             idle_backoff_seconds=settings.polling.idle_backoff_seconds,
             backoff=Backoff(settings.retry.base_seconds, settings.retry.cap_seconds),
             on_error=metrics.record_retry,

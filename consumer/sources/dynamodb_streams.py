@@ -17,6 +17,8 @@ from consumer.sources.shard import ShardInfo
 
 # DescribeStream allows 10 calls/s per stream; 4/s leaves room for other replicas.
 DESCRIBE_STREAM_INTERVAL_SECONDS = 0.25
+# GetRecords returns at most this many records per call (and 1 MB).
+PAGE_LIMIT = 1000
 
 
 def stream_arn_of_table(dynamodb_client: Any, table_name: str) -> str:
@@ -58,7 +60,8 @@ class DynamoDBStreamsSource:
         fast_get_records.install(streams_client)
         self._client = streams_client
         self._stream_arn = stream_arn
-        self._max_records = max_records
+        # The service rejects a larger Limit; the setting allows Kinesis' 10,000 everywhere.
+        self._max_records = min(max_records, PAGE_LIMIT)
         self._min_interval = min_interval_seconds
         self._describe_page_size = describe_page_size
         self._describe_pacer = Pacer(describe_interval_seconds)
@@ -67,6 +70,11 @@ class DynamoDBStreamsSource:
     def stream_id(self) -> str:
         """The stream ARN."""
         return self._stream_arn
+
+    @property
+    def page_limit(self) -> int:
+        """DynamoDB Streams GetRecords returns at most 1,000 records (and 1 MB)."""
+        return PAGE_LIMIT
 
     def list_shards(self) -> list[ShardInfo]:
         """Every shard DescribeStream reports, following LastEvaluatedShardId page by page."""

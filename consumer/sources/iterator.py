@@ -58,11 +58,11 @@ class IteratorShardReader:
         """The sequence number of the last record returned, if any."""
         return self._last_sequence_number
 
-    def next_batch(self) -> Batch:
+    def next_batch(self, limit: int | None = None) -> Batch:
         """The next page; shard_end once GetRecords returns no NextShardIterator."""
         if self._iterator is None:
             return Batch(records=(), shard_end=True)
-        response = self._get_records_renewing()
+        response = self._get_records_renewing(limit or self._max_records)
         records = [self._raw_record(item) for item in response.get("Records", ())]
         if records:
             self._last_sequence_number = records[-1].sequence_number
@@ -73,19 +73,19 @@ class IteratorShardReader:
         """Nothing to release: an iterator simply expires."""
         self._iterator = None
 
-    def _get_records_renewing(self) -> dict[str, Any]:
+    def _get_records_renewing(self, limit: int) -> dict[str, Any]:
         # One renewal per call: an iterator that expires again at once is not a stale iterator.
         try:
-            return self._get_records()
+            return self._get_records(limit)
         except ExpiredIteratorError:
             self._iterator = self._get_iterator(self._resume_position())
-            return self._get_records()
+            return self._get_records(limit)
 
-    def _get_records(self) -> dict[str, Any]:
+    def _get_records(self, limit: int) -> dict[str, Any]:
         self._pacer.wait()
         try:
             response: dict[str, Any] = self._client.get_records(
-                ShardIterator=self._iterator, Limit=self._max_records
+                ShardIterator=self._iterator, Limit=limit
             )
         except (BotoCoreError, ClientError) as exc:
             raise_translated(exc, f"GetRecords {self._shard_id}")

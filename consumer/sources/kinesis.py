@@ -17,6 +17,9 @@ from consumer.sources.position import StartPosition
 from consumer.sources.reader import Batch
 from consumer.sources.shard import ShardInfo
 
+# GetRecords returns at most this many records per call.
+PAGE_LIMIT = 10_000
+
 
 class KinesisSource:
     """A Kinesis data stream, named by its name or its ARN."""
@@ -38,7 +41,8 @@ class KinesisSource:
         # Both identify the stream; the API wants exactly one of them.
         self._stream = {"StreamARN": stream_arn} if stream_arn else {"StreamName": str(stream_name)}
         self._stream_id = str(stream_name or stream_arn)
-        self._max_records = max_records
+        # The service rejects a larger Limit; the setting allows Kinesis' 10,000 everywhere.
+        self._max_records = min(max_records, PAGE_LIMIT)
         self._min_interval = min_interval_seconds
         self._list_page_size = list_page_size
 
@@ -46,6 +50,11 @@ class KinesisSource:
     def stream_id(self) -> str:
         """The stream's name (or its ARN when built from one)."""
         return self._stream_id
+
+    @property
+    def page_limit(self) -> int:
+        """Kinesis GetRecords returns at most 10,000 records (and 10 MB)."""
+        return PAGE_LIMIT
 
     def list_shards(self) -> list[ShardInfo]:
         """Every shard ListShards reports (open and closed), following NextToken."""

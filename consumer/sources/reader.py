@@ -24,8 +24,11 @@ class Batch:
 class ShardReader(Protocol):
     """Reads one shard in order; its only state is its iterator and its last position."""
 
-    def next_batch(self) -> Batch:
-        """Fetch the next page. Raises ThrottledError, TrimmedDataError or TransientError."""
+    def next_batch(self, limit: int | None = None) -> Batch:
+        """Fetch the next page of at most `limit` records (default: the source's setting).
+
+        Raises ThrottledError, TrimmedDataError or TransientError.
+        """
         ...
 
     def close(self) -> None:
@@ -47,4 +50,9 @@ class StreamSource(Protocol):
 
     def open_reader(self, shard_id: str, start: StartPosition) -> ShardReader:
         """A reader positioned at `start`."""
+        ...
+
+    @property
+    def page_limit(self) -> int:
+        """The most records one GetRecords may return (the service's own limit)."""
         ...

@@ -34,7 +34,9 @@ def test_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
     assert settings.source.table == "TripTable"
     assert settings.lease_table == "trips-leases"
     assert settings.leases.failover_seconds == 10
-    assert settings.polling.max_records == 1000
+    assert settings.polling.max_records == 10000
+    assert settings.polling.tip_records == 1000
+    assert settings.polling.prefetch_records == 10000
     assert settings.http.port == 9102
     assert (
         settings.projections[0].class_ == "projections.scenarios.trip_search:TripSearchProjection"
@@ -57,6 +59,8 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     [
         ("[leases]\nfailover_secnds = 3\n", "leases.failover_secnds"),
         ("[polling]\nmax_records = 0\n", "polling.max_records"),
+        ("[polling]\nmin_records = 2000\nmax_records = 1000\n", r"min_records \(2000\)"),
+        ("[polling]\nprefetch_records = 0\n", "polling.prefetch_records"),
         ("[http]\nport = 70000\n", "http.port"),
         ("[leases]\nfailover_seconds = 2\nrenew_interval_seconds = 3\n", "renew_interval_seconds"),
     ],

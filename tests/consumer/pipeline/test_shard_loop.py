@@ -149,12 +149,20 @@ def test_an_idle_shard_whose_lease_was_taken_stops_polling(
         assert lost == 1
 
 
+@pytest.mark.parametrize(
+    "bound",
+    [{"prefetch_batches": 2}, {"prefetch_batches": 10, "prefetch_records": 20}],
+    ids=["in batches", "in records"],
+)
 def test_prefetch_is_bounded_while_a_batch_is_stuck(
-    aws_client: Callable[..., Any], unique_name: Callable[[str], str], source_table: str
+    aws_client: Callable[..., Any],
+    unique_name: Callable[[str], str],
+    source_table: str,
+    bound: dict[str, int],
 ) -> None:
     dynamodb = aws_client("dynamodb")
     write_items(dynamodb, source_table, range(0, 200))
-    settings = settings_for(source_table, unique_name("app"), max_records=10, prefetch_batches=2)
+    settings = settings_for(source_table, unique_name("app"), max_records=10, **bound)
     projection = CollectingProjection()
     projection.gate.clear()
     with daemon_thread(settings, projections=[projection]) as daemon:
@@ -170,10 +178,11 @@ def test_prefetch_is_bounded_while_a_batch_is_stuck(
             ]
             return sum(samples)
 
-        # One batch in the projection, two queued, one waiting to be queued: 40 records.
-        wait_until(lambda: fetched() == 40, timeout=30, what="prefetch to fill")
+        # One batch of 10 in the projection and 20 records queued; no page is fetched before
+        # there is room for it, so none waits outside the bound.
+        wait_until(lambda: fetched() == 30, timeout=30, what="prefetch to fill")
         with pytest.raises(TimeoutError):
-            wait_until(lambda: fetched() > 40, timeout=1.0, what="prefetch beyond its bound")
+            wait_until(lambda: fetched() > 30, timeout=1.0, what="prefetch beyond its bound")
         projection.gate.set()
         wait_caught_up(daemon)
     assert projection.applied == list(range(200))
