@@ -90,6 +90,9 @@ class LeaseSettings(Section):
     renew_interval_seconds: float = Field(3.0, gt=0)
     take_interval_seconds: float = Field(5.0, gt=0)
     max_leases_per_worker: int = Field(0, ge=0)
+    # Leases one take may steal to balance (the KCL's maxLeasesToStealAtOneTime); 0: as many
+    # as this worker's share needs.
+    max_steals_per_take: int = Field(0, ge=0)
     shard_sync_interval_seconds: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")

@@ -46,6 +46,7 @@ class LeaseCoordinator:
         renew_interval: float = 3.0,
         take_interval: float = 5.0,
         max_leases_per_worker: int | None = None,
+        max_steals_per_take: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_lost: Callable[[str], None] | None = None,
         on_event: Callable[[str, str], None] | None = None,
@@ -58,6 +59,7 @@ class LeaseCoordinator:
         self._renew_interval = renew_interval
         self._take_interval = take_interval
         self._max_leases = max_leases_per_worker
+        self._max_steals = max_steals_per_take
         self._clock = clock
         self._on_lost = on_lost
         # (kind, shard id) for taken / stolen / released / lost: metrics hang off this.
@@ -326,20 +328,25 @@ class LeaseCoordinator:
             now,
             max_leases_per_worker=self._max_leases,
             rng=self._rng,
+            max_steals=self._max_steals,
         )
         self._claim(plan)
 
     def _claim(self, plan: TakePlan) -> None:
+        spares = list(plan.spares)
         claims = [(lease, "taken") for lease in plan.to_take]
-        if plan.to_steal is not None:
-            claims.append((plan.to_steal, "stolen"))
-        for lease, how in claims:
+        claims += [(lease, "stolen") for lease in plan.to_steal]
+        while claims:
+            lease, how = claims.pop(0)
             with self._key_lock(lease.lease_key):
                 try:
                     taken = self._store.take(lease, self.worker_id)
                 except LeaseLostError:
-                    # Another worker claimed it first; the next listing shows who.
+                    # Another worker claimed it first; the next listing shows who. A lost race
+                    # for a free lease is made up with a spare one, so the share holds.
                     log.debug("lease claim lost race", shard=lease.lease_key, worker=self.worker_id)
+                    if how == "taken" and spares:
+                        claims.insert(0, (spares.pop(0), how))
                     continue
                 except TransientError as error:
                     log.warning("lease claim failed", shard=lease.lease_key, detail=str(error))

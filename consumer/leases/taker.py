@@ -25,15 +25,21 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class TakePlan:
-    """What to claim this round: free or expired leases, or at most one lease to steal."""
+    """What to claim this round: free or expired leases, or leases to steal.
+
+    `spares` are more free or expired leases, in order, to claim instead of a lease in
+    `to_take` that another worker claimed first: workers listing at the same moment race for
+    the same leases, and a lost race must not leave a worker short until the next round.
+    """
 
     to_take: tuple[Lease, ...] = ()
-    to_steal: Lease | None = None
+    spares: tuple[Lease, ...] = ()
+    to_steal: tuple[Lease, ...] = ()
 
     @property
     def empty(self) -> bool:
         """Nothing to do this round."""
-        return not self.to_take and self.to_steal is None
+        return not self.to_take and not self.to_steal
 
 
 def observe(
@@ -84,12 +90,18 @@ def plan_takes(
     now: float,
     max_leases_per_worker: int | None = None,
     rng: random.Random | None = None,
+    max_steals: int | None = 1,
 ) -> TakePlan:
     """Decide what this worker claims to move toward an even share of the active leases.
 
-    Free and expired leases come first. Only when there are none does the worker steal, one
-    lease per round, from the most loaded worker, and only if that worker is above the
-    target (or at it while we are two or more short), so steals never ping-pong.
+    The share counts the live workers: owners of leases renewed within failover_seconds, and
+    this worker. A worker that holds no lease is invisible to the others, so it claims one
+    lease first and its share from the next round on: workers starting together then see
+    each other before they split the leases, instead of the first one taking them all.
+    Free and expired leases come first. Only when there are none does the worker steal, up to
+    `max_steals` leases (None: as many as its share needs), each from the most loaded worker,
+    and only while that worker is above the target (or at it while we are two or more
+    short), so steals never ping-pong.
     """
     active = [lease for lease in leases if not lease.finished]
     expired = [lease for lease in active if is_expired(lease, observations, failover_seconds, now)]
@@ -98,33 +110,47 @@ def plan_takes(
     counts = Counter(lease.lease_owner for lease in live if lease.lease_owner is not None)
     workers = len(set(counts) | {worker_id})
     target = target_count(len(active), workers, max_leases_per_worker)
-    needed = target - counts.get(worker_id, 0)
+    held = counts.get(worker_id, 0)
+    needed = target - held
     if needed <= 0:
         return TakePlan()
+    # Holding nothing, announce with one lease; the share follows once the others can see us.
+    claim = 1 if held == 0 else needed
     if expired:
         # Shuffled so workers racing for the same free leases mostly pick different ones.
         ordered = sorted(expired, key=lambda lease: lease.lease_key)
         (rng or random).shuffle(ordered)
-        return TakePlan(to_take=tuple(ordered[:needed]))
-    return TakePlan(to_steal=_choose_steal(live, counts, worker_id, target, needed, rng))
+        return TakePlan(to_take=tuple(ordered[:claim]), spares=tuple(ordered[claim:]))
+    if max_steals is not None:
+        claim = min(claim, max_steals)
+    steals = _choose_steals(live, counts, worker_id, target, needed, claim, rng)
+    return TakePlan(to_steal=steals)
 
 
-def _choose_steal(
+def _choose_steals(
     live: list[Lease],
     counts: Counter[str],
     worker_id: str,
     target: int,
     needed: int,
+    claim: int,
     rng: random.Random | None,
-) -> Lease | None:
-    others = [(count, owner) for owner, count in counts.items() if owner != worker_id]
-    if not others:
-        return None
-    # Ties broken by name so every worker agrees on who is most loaded.
-    most, victim = max(others, key=lambda pair: (pair[0], pair[1] or ""))
-    if most < target or (most == target and needed < 2):
-        return None
-    candidates = sorted(
-        (lease for lease in live if lease.lease_owner == victim), key=lambda lease: lease.lease_key
-    )
-    return (rng or random).choice(candidates)
+) -> tuple[Lease, ...]:
+    remaining = Counter(counts)
+    chosen: list[Lease] = []
+    while len(chosen) < claim:
+        others = [(count, owner) for owner, count in remaining.items() if owner != worker_id]
+        if not others:
+            break
+        # Ties broken by name so every worker agrees on who is most loaded.
+        most, victim = max(others, key=lambda pair: (pair[0], pair[1] or ""))
+        if most < target or (most == target and needed < 2):
+            break
+        candidates = sorted(
+            (lease for lease in live if lease.lease_owner == victim and lease not in chosen),
+            key=lambda lease: lease.lease_key,
+        )
+        chosen.append((rng or random).choice(candidates))
+        remaining[victim] -= 1
+        needed -= 1
+    return tuple(chosen)

@@ -152,6 +152,7 @@ def build_daemon(
         renew_interval=leases.renew_interval_seconds,
         take_interval=leases.take_interval_seconds,
         max_leases_per_worker=leases.max_leases_per_worker or None,
+        max_steals_per_take=leases.max_steals_per_take or None,
         on_event=lambda kind, shard_id: metrics.lease_event(kind),
         before_delete=_remember_in(stack.ledger),
     )

@@ -61,13 +61,21 @@ def shards(*ids: str) -> list[ShardInfo]:
     return [ShardInfo(shard_id) for shard_id in ids]
 
 
+def take_share(worker: LeaseCoordinator, clock: FakeClock) -> None:
+    """Two takes: the first claims one lease (so others see this worker), the second its share."""
+    worker.tick()
+    clock.advance(5.0)
+    worker.tick()
+
+
 def test_a_lone_worker_takes_every_lease_and_logs_each(store: DynamoDBLeaseStore) -> None:
-    a = coordinator(store, "worker-a", FakeClock())
+    clock = FakeClock()
+    a = coordinator(store, "worker-a", clock)
     created = a.ensure_leases(shards("shard-1", "shard-2"), SENTINEL_TRIM_HORIZON)
     assert {lease.lease_key for lease in created} == {"shard-1", "shard-2"}
     assert a.ensure_leases(shards("shard-1", "shard-2"), SENTINEL_TRIM_HORIZON) == []
     with capture_logs() as logs:
-        a.tick()
+        take_share(a, clock)
     assert set(a.held()) == {"shard-1", "shard-2"}
     assert a.is_held("shard-1")
     taken = [entry for entry in logs if entry["event"] == "lease taken"]
@@ -168,7 +176,7 @@ def test_two_workers_converge_to_two_leases_each(store: DynamoDBLeaseStore) -> N
     a = coordinator(store, "worker-a", clock)
     b = coordinator(store, "worker-b", clock)
     a.ensure_leases(shards("shard-1", "shard-2", "shard-3", "shard-4"), SENTINEL_TRIM_HORIZON)
-    a.tick()
+    take_share(a, clock)
     assert len(a.held()) == 4
     for _ in range(6):
         clock.advance(5.0)
@@ -180,6 +188,48 @@ def test_two_workers_converge_to_two_leases_each(store: DynamoDBLeaseStore) -> N
     assert not set(a.held()) & set(b.held())
     owners = [lease.lease_owner for lease in store.list_leases()]
     assert sorted(owners) == ["worker-a", "worker-a", "worker-b", "worker-b"]
+
+
+def test_two_workers_starting_together_split_eight_leases_four_four_without_stealing(
+    store: DynamoDBLeaseStore,
+) -> None:
+    clock = FakeClock()
+    a = coordinator(store, "worker-a", clock)
+    b = coordinator(store, "worker-b", clock)
+    a.ensure_leases(shards(*(f"shard-{n}" for n in range(8))), SENTINEL_TRIM_HORIZON)
+    with capture_logs() as logs:
+        a.tick()
+        b.tick()
+        assert len(a.held()) == len(b.held()) == 1  # each claims one: now they see each other
+        clock.advance(5.0)  # one take interval
+        a.tick()
+        b.tick()
+    assert len(a.held()) == len(b.held()) == 4
+    assert not set(a.held()) & set(b.held())
+    events = [entry["event"] for entry in logs]
+    assert events.count("lease taken") == 8
+    assert "lease stolen" not in events
+
+
+@pytest.mark.parametrize(("max_steals", "takes"), [(None, 2), (1, 4)])
+def test_a_late_joiner_steals_its_share_in_one_take_after_it_announced_itself(
+    store: DynamoDBLeaseStore, max_steals: int | None, takes: int
+) -> None:
+    clock = FakeClock()
+    a = coordinator(store, "worker-a", clock)
+    b = coordinator(store, "worker-b", clock, max_steals_per_take=max_steals)
+    a.ensure_leases(shards(*(f"shard-{n}" for n in range(8))), SENTINEL_TRIM_HORIZON)
+    take_share(a, clock)
+    assert len(a.held()) == 8
+    sizes = []
+    for _ in range(takes):
+        b.tick()
+        sizes.append(len(b.held()))
+        clock.advance(5.0)
+        a.tick()  # renews, and learns which leases it lost
+    assert sizes[0] == 1  # announce with one lease first
+    assert sizes[-1] == 4 and len(a.held()) == 4
+    assert sizes == sorted(sizes)
 
 
 def test_children_start_at_trim_horizon_and_wait_for_every_parent(
@@ -204,7 +254,7 @@ def test_children_start_at_trim_horizon_and_wait_for_every_parent(
         "orphan": SENTINEL_LATEST,
     }
     assert store.get("merged").parent_shard_ids == {"left", "right"}  # type: ignore[union-attr]
-    a.tick()
+    take_share(a, clock)
     assert a.parents_done("parent")
     assert a.parents_done("orphan")  # a parent without a lease counts as done
     assert not a.parents_done("left")
@@ -271,7 +321,7 @@ def test_checkpoints_from_shard_threads_never_race_renewals(store: DynamoDBLease
     a = coordinator(store, "worker-a", clock)
     keys = ["shard-1", "shard-2", "shard-3"]
     a.ensure_leases(shards(*keys), SENTINEL_TRIM_HORIZON)
-    a.tick()
+    take_share(a, clock)
     errors: list[BaseException] = []
 
     def shard_loop(key: str) -> None:

@@ -6,15 +6,18 @@ import signal
 import subprocess
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from consumer.leases.store import DynamoDBLeaseStore
 from tests.fixtures.servers import wait_until
 from tests.support.daemon import start_worker_process, write_config
 from tests.support.recording import create_recording_table, recorded
+from tests.support.streams import kinesis_stream
 
 CONFIG = """
 application = "{app}"
@@ -25,7 +28,7 @@ stream_name = "{stream}"
 [leases]
 failover_seconds = {failover}
 renew_interval_seconds = 0.5
-take_interval_seconds = 0.5
+take_interval_seconds = {take_interval}
 shard_sync_interval_seconds = 2
 [polling]
 idle_backoff_seconds = 0.1
@@ -62,6 +65,16 @@ class Fleet:
     def log(self, worker: str) -> str:
         return (self.tmp_path / f"{worker}.log").read_text(errors="replace")[-3000:]
 
+    def events(self, worker: str) -> Counter[str]:
+        """How often each log event occurred in the worker's JSON log lines."""
+        events: Counter[str] = Counter()
+        for line in (self.tmp_path / f"{worker}.log").read_bytes().splitlines():
+            try:
+                events[orjson.loads(line)["event"]] += 1
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue  # a line of a third-party library, not one of ours
+        return events
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -83,28 +96,53 @@ def put_records(kinesis: Any, stream: str, start: int, count: int) -> set[str]:
     return keys
 
 
-def test_two_workers_share_shards_survive_a_kill_and_hand_over_on_sigterm(
-    tmp_path: Path,
+@dataclass
+class Setup:
+    """A stream on kinesis-local, a recording table and a lease table on moto."""
+
+    kinesis: Any
+    dynamodb: Any
+    stream: str
+    table: str
+    app: str
+    env: dict[str, str]
+    store: DynamoDBLeaseStore
+
+
+@pytest.fixture
+def make_setup(
     aws_client: Callable[..., Any],
     moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
+) -> Callable[[int], Setup]:
+    def make(shards: int) -> Setup:
+        kinesis = aws_client("kinesis", kinesis_local_endpoint)
+        dynamodb = aws_client("dynamodb")
+        stream, table, app = unique_name("orders"), unique_name("recorded"), unique_name("app")
+        kinesis_stream(kinesis, stream, shards=shards)
+        create_recording_table(dynamodb, table)
+        env = {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "AWS_ENDPOINT_URL_KINESIS": kinesis_local_endpoint,
+        }
+        store = DynamoDBLeaseStore(dynamodb, f"{app}-leases")
+        return Setup(kinesis, dynamodb, stream, table, app, env, store)
+
+    return make
+
+
+def test_two_workers_share_shards_survive_a_kill_and_hand_over_on_sigterm(
+    tmp_path: Path, make_setup: Callable[[int], Setup]
 ) -> None:
-    kinesis = aws_client("kinesis", kinesis_local_endpoint)
-    dynamodb = aws_client("dynamodb")
-    stream, table, app = unique_name("orders"), unique_name("recorded"), unique_name("app")
-    kinesis.create_stream(StreamName=stream, ShardCount=4)
-    kinesis.get_waiter("stream_exists").wait(
-        StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
-    )
-    create_recording_table(dynamodb, table)
-    env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ENDPOINT_URL_KINESIS": kinesis_local_endpoint}
-    store = DynamoDBLeaseStore(dynamodb, f"{app}-leases")
+    setup = make_setup(4)
+    kinesis, dynamodb, stream, table = setup.kinesis, setup.dynamodb, setup.stream, setup.table
+    app, env, store = setup.app, setup.env, setup.store
 
     def all_recorded(keys: set[str]) -> bool:
         return keys <= {item["record_key"] for item in recorded(dynamodb, table)}
 
-    fleet = Fleet(tmp_path, env, app=app, stream=stream, table=table, failover=3)
+    fleet = Fleet(tmp_path, env, app=app, stream=stream, table=table, failover=3, take_interval=0.5)
     try:
         fleet.start("w1")
         fleet.start("w2")
@@ -142,3 +180,37 @@ def test_two_workers_share_shards_survive_a_kill_and_hand_over_on_sigterm(
     finally:
         fleet.stop_all()
     assert len({item["record_key"] for item in recorded(dynamodb, table)}) == 500
+
+
+def test_two_workers_starting_together_split_eight_shards_four_four_without_stealing(
+    tmp_path: Path, make_setup: Callable[[int], Setup]
+) -> None:
+    setup = make_setup(8)
+    kinesis, dynamodb, stream, table = setup.kinesis, setup.dynamodb, setup.stream, setup.table
+    app, env, store = setup.app, setup.env, setup.store
+    # A take interval longer than two processes need to start, so both claim their first
+    # lease before either takes its share: that is the case the first take must get right.
+    fleet = Fleet(tmp_path, env, app=app, stream=stream, table=table, failover=30, take_interval=8)
+    try:
+        fleet.start("w1")
+        fleet.start("w2")
+        wait_until(
+            lambda: owners(store) == Counter({"w1": 4, "w2": 4}),
+            timeout=60,
+            what="4 leases each",
+        )
+        keys = put_records(kinesis, stream, 0, 80)
+        wait_until(
+            lambda: keys <= {item["record_key"] for item in recorded(dynamodb, table)},
+            timeout=60,
+            what="records on all 8 shards",
+        )
+    finally:
+        fleet.stop_all()
+    for worker in ("w1", "w2"):
+        events = fleet.events(worker)
+        assert events["lease taken"] == 4, fleet.log(worker)
+        assert events["lease stolen"] == 0, fleet.log(worker)
+        assert events["lease lost"] == 0, fleet.log(worker)
+    shards = {item["shard_id"] for item in recorded(dynamodb, table)}
+    assert len(shards) == 8
