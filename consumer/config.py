@@ -116,6 +116,8 @@ class PollingSettings(Section):
     prefetch_batches: int = Field(2, ge=1, le=100)
     # Records fetched ahead per shard, whatever the page size: the memory bound.
     prefetch_records: int = Field(10000, ge=1, le=1_000_000)
+    # Lanes per shard (Lambda's ParallelizationFactor): keys applied concurrently, each in order.
+    parallelization_factor: int = Field(1, ge=1, le=10)
 
     @model_validator(mode="after")
     def _min_below_max(self) -> PollingSettings:

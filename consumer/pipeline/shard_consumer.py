@@ -13,7 +13,7 @@ import structlog
 from consumer.errors import LeaseLostError
 from consumer.observability.log import bind_thread
 from consumer.observability.metrics import Metrics
-from consumer.pipeline.apply import BatchAbandoned, Pipeline
+from consumer.pipeline.apply import BatchAbandoned
 from consumer.pipeline.prefetch import FetchedBatch, Prefetcher
 from consumer.pipeline.retry import Backoff, RetryStopped, retry
 from consumer.sources.shard import ShardInfo
@@ -36,6 +36,14 @@ class Checkpointer(Protocol):
         ...
 
 
+class BatchProcessor(Protocol):
+    """Applies one batch completely (a Pipeline, or lanes of them), or raises BatchAbandoned."""
+
+    def process(self, batch: FetchedBatch) -> None:
+        """Return only once every record is applied or durably dead-lettered."""
+        ...
+
+
 class ShardExit(enum.Enum):
     """Why a shard consumer ended."""
 
@@ -54,7 +62,7 @@ class ShardConsumer:
         stream: str,
         shard_id: str,
         prefetcher: Prefetcher,
-        pipeline: Pipeline,
+        pipeline: BatchProcessor,
         checkpointer: Checkpointer,
         metrics: Metrics,
         abandon: threading.Event,

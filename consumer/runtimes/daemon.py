@@ -20,15 +20,21 @@ from consumer.leases.store import DynamoDBLeaseStore
 from consumer.observability.health import HealthServer, Heartbeat, ReadinessReporter
 from consumer.observability.metrics import Metrics
 from consumer.observability.redact import redact
+from consumer.pipeline.lanes import KeyOf, LanedPipeline, StallTracker, item_partition_key
+from consumer.pipeline.lanes import kinesis_key as kinesis_ordering_key
 from consumer.pipeline.paging import PageSizer
 from consumer.pipeline.prefetch import Prefetcher
 from consumer.pipeline.retry import Backoff
-from consumer.pipeline.shard_consumer import ShardConsumer
+from consumer.pipeline.shard_consumer import BatchProcessor, ShardConsumer
 from consumer.pipeline.worker import Worker, WorkerTimings
 from consumer.resources import SharedResources
-from consumer.runtimes.stack import build_stack
+from consumer.runtimes.stack import ProjectionStack, build_stack
 from consumer.runtimes.startup import check_dead_letters, check_postgres, check_source
-from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
+from consumer.sources.dynamodb_streams import (
+    DynamoDBStreamsSource,
+    partition_key_attribute,
+    table_of_stream_arn,
+)
 from consumer.sources.kinesis import KinesisSource
 from consumer.sources.position import LATEST, TRIM_HORIZON, StartPosition
 from consumer.sources.reader import StreamSource
@@ -64,6 +70,38 @@ def page_sizer(settings: Settings, page_limit: int) -> PageSizer:
     polling = settings.polling
     ceiling = min(polling.max_records, page_limit, polling.prefetch_records)
     return PageSizer(floor=min(polling.tip_records, ceiling), ceiling=ceiling)
+
+
+def ordering_key(settings: Settings, resources: SharedResources) -> KeyOf:
+    """What the lanes keep in order: the Kinesis partition key, or the item's partition key."""
+    src = settings.source
+    if src.kind == "kinesis":
+        return kinesis_ordering_key
+    table = src.table or table_of_stream_arn(src.stream_arn)
+    return item_partition_key(partition_key_attribute(resources.aws_client("dynamodb"), table))
+
+
+def shard_pipeline(
+    stack: ProjectionStack,
+    stream: str,
+    shard_id: str,
+    abandon: threading.Event,
+    on_stalled: Callable[[bool], None],
+    key_of: KeyOf | None,
+) -> BatchProcessor:
+    """One Pipeline, or `parallelization_factor` of them as lanes when `key_of` is given."""
+    lanes = stack.settings.polling.parallelization_factor
+    if key_of is None or lanes == 1:
+        return stack.pipeline(stream, shard_id, abandon, on_stalled=on_stalled)
+    tracker = StallTracker(on_stalled)
+    return LanedPipeline(
+        [
+            stack.pipeline(stream, shard_id, abandon, on_stalled=tracker.for_lane(lane))
+            for lane in range(lanes)
+        ],
+        key_of,
+        shard_id,
+    )
 
 
 def start_position(lease: Lease, settings: Settings) -> StartPosition:
@@ -143,6 +181,9 @@ def build_daemon(
     check_dead_letters(settings, resources)
     decoder = stack.decoder(settings.source.kind, source.stream_id)
     store = DynamoDBLeaseStore(resources.aws_client("dynamodb"), settings.lease_table)
+    key_of = (
+        ordering_key(settings, resources) if settings.polling.parallelization_factor > 1 else None
+    )
     worker_id = settings.worker_id
     leases = settings.leases
     coordinator = LeaseCoordinator(
@@ -182,7 +223,7 @@ def build_daemon(
             backoff=Backoff(settings.retry.base_seconds, settings.retry.cap_seconds),
             on_error=metrics.record_retry,
         )
-        pipeline = stack.pipeline(stream, shard_id, abandon, on_stalled=stalled)
+        pipeline = shard_pipeline(stack, stream, shard_id, abandon, stalled, key_of)
         return ShardConsumer(
             stream=stream,
             shard_id=shard_id,

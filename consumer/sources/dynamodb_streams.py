@@ -21,19 +21,42 @@ DESCRIBE_STREAM_INTERVAL_SECONDS = 0.25
 PAGE_LIMIT = 1000
 
 
-def stream_arn_of_table(dynamodb_client: Any, table_name: str) -> str:
-    """The table's LatestStreamArn; ConfigError naming `source.table` if there is none."""
+def describe_table(dynamodb_client: Any, table_name: str, setting: str) -> dict[str, Any]:
+    """DescribeTable's `Table`; a missing table is a ConfigError naming `setting`."""
     try:
-        table = dynamodb_client.describe_table(TableName=table_name)["Table"]
+        table: dict[str, Any] = dynamodb_client.describe_table(TableName=table_name)["Table"]
     except ClientError as exc:
         if error_code(exc) == RESOURCE_NOT_FOUND:
-            raise ConfigError(f"source.table: table {table_name!r} does not exist") from exc
+            raise ConfigError(f"{setting}: table {table_name!r} does not exist") from exc
         raise_translated(exc, f"DescribeTable {table_name}")
+    except BotoCoreError as exc:
+        raise_translated(exc, f"DescribeTable {table_name}")
+    return table
+
+
+def stream_arn_of_table(dynamodb_client: Any, table_name: str) -> str:
+    """The table's LatestStreamArn; ConfigError naming `source.table` if there is none."""
+    table = describe_table(dynamodb_client, table_name, "source.table")
     stream_arn = table.get("LatestStreamArn")
     stream_enabled = table.get("StreamSpecification", {}).get("StreamEnabled", False)
     if not stream_arn or not stream_enabled:
         raise ConfigError(f"source.table: table {table_name!r} has no stream enabled")
     return str(stream_arn)
+
+
+def table_of_stream_arn(stream_arn: str) -> str:
+    """The table's name in a stream ARN (`arn:aws:dynamodb:R:A:table/NAME/stream/LABEL`)."""
+    resource = stream_arn.split(":", 5)[-1]
+    parts = resource.split("/")
+    if len(parts) < 2 or parts[0] != "table":
+        raise ConfigError(f"source.stream_arn: {stream_arn!r} is not a DynamoDB stream ARN")
+    return parts[1]
+
+
+def partition_key_attribute(dynamodb_client: Any, table_name: str) -> str:
+    """The name of the table's partition (HASH) key attribute, from DescribeTable."""
+    table = describe_table(dynamodb_client, table_name, "source")
+    return next(str(k["AttributeName"]) for k in table["KeySchema"] if k["KeyType"] == "HASH")
 
 
 class DynamoDBStreamsSource:

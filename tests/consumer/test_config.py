@@ -61,6 +61,7 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
         ("[polling]\nmax_records = 0\n", "polling.max_records"),
         ("[polling]\nmin_records = 2000\nmax_records = 1000\n", r"min_records \(2000\)"),
         ("[polling]\nprefetch_records = 0\n", "polling.prefetch_records"),
+        ("[polling]\nparallelization_factor = 11\n", "polling.parallelization_factor"),
         ("[http]\nport = 70000\n", "http.port"),
         ("[leases]\nfailover_seconds = 2\nrenew_interval_seconds = 3\n", "renew_interval_seconds"),
     ],

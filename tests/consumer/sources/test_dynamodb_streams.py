@@ -12,7 +12,7 @@ from botocore.config import Config
 from consumer.aws import Pacer, make_client
 from consumer.errors import ConfigError, ThrottledError, TransientError, TrimmedDataError
 from consumer.record import RawRecord
-from consumer.sources.dynamodb_streams import DynamoDBStreamsSource
+from consumer.sources.dynamodb_streams import DynamoDBStreamsSource, table_of_stream_arn
 from consumer.sources.position import LATEST, TRIM_HORIZON, StartPosition
 from consumer.sources.reader import Batch
 from tests.fixtures.aws import REGION
@@ -334,3 +334,10 @@ def test_make_client_source_reads_through_moto(
 
     assert len(read_all(source.open_reader(shard.shard_id, TRIM_HORIZON))) == 4
     assert streams.meta.config.retries["mode"] == "standard"
+
+
+def test_the_table_of_a_stream_arn_is_named_and_a_foreign_arn_is_a_config_error() -> None:
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/TripTable/stream/2026-01-01T00:00:00.000"
+    assert table_of_stream_arn(arn) == "TripTable"
+    with pytest.raises(ConfigError, match=r"source\.stream_arn"):
+        table_of_stream_arn("arn:aws:kinesis:us-east-1:123456789012:stream/orders")

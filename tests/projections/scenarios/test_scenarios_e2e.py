@@ -132,7 +132,9 @@ def read_models(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
     return models
 
 
+@pytest.mark.parametrize("lanes", [1, 4], ids=["one lane", "four lanes"])
 def test_shop_events_through_kinesis_reach_every_read_model_once_even_when_replayed(
+    lanes: int,
     aws_client: Callable[..., Any],
     moto_endpoint: str,
     kinesis_local_endpoint: str,
@@ -150,7 +152,8 @@ def test_shop_events_through_kinesis_reach_every_read_model_once_even_when_repla
         application=unique_name("shop"),
         source={"kind": "kinesis", "stream_name": stream},
         leases=FAST_LEASES,
-        polling={**FAST_POLLING, "max_records": 7},  # several batches per shard
+        # Several batches per shard; with lanes, aggregates are applied concurrently.
+        polling={**FAST_POLLING, "max_records": 7, "parallelization_factor": lanes},
         postgres={"dsn": pg_dsn},
         projections=[
             {"name": "shop", "class": "projections.scenarios.shop:ShopProjection"},
