@@ -64,11 +64,17 @@ class Pacer:
         self._clock = clock
         self._sleep = sleep
         self._last: float | None = None
+        self._interval = min_interval
 
     def wait(self) -> None:
         """Block until the next call is allowed, and mark that call as started now."""
         if self._last is not None:
-            remaining = self._last + self.min_interval - self._clock()
+            remaining = self._last + self._interval - self._clock()
             if remaining > 0:
                 self._sleep(remaining)
         self._last = self._clock()
+        self._interval = self.min_interval
+
+    def stretch(self, seconds: float) -> None:
+        """Space the next call at least `seconds` after the last one (a large page's bytes)."""
+        self._interval = max(self._interval, seconds)

@@ -116,6 +116,9 @@ class PollingSettings(Section):
     prefetch_batches: int = Field(2, ge=1, le=100)
     # Records fetched ahead per shard, whatever the page size: the memory bound.
     prefetch_records: int = Field(10000, ge=1, le=1_000_000)
+    # Kinesis: a shard serves 2 MB/s to all its consumers; after a page of B bytes the next
+    # GetRecords waits B / this. 0 paces by calls only.
+    kinesis_read_bytes_per_second: int = Field(2_000_000, ge=0)
     # Lanes per shard (Lambda's ParallelizationFactor): keys applied concurrently, each in order.
     parallelization_factor: int = Field(1, ge=1, le=10)
 

@@ -62,6 +62,7 @@ def build_source(settings: Settings, resources: SharedResources) -> StreamSource
         stream_arn=src.stream_arn or None,
         max_records=polling.max_records,
         min_interval_seconds=polling.min_interval_seconds,
+        read_bytes_per_second=polling.kinesis_read_bytes_per_second,
     )
 
 

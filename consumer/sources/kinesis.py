@@ -19,6 +19,9 @@ from consumer.sources.shard import ShardInfo
 
 # GetRecords returns at most this many records per call.
 PAGE_LIMIT = 10_000
+# A shard serves 2 MB/s to all its GetRecords consumers together; a call past that is throttled
+# (after a 10 MB page, for 5 s).
+SHARD_READ_BYTES_PER_SECOND = 2_000_000
 
 
 class KinesisSource:
@@ -33,6 +36,7 @@ class KinesisSource:
         min_interval_seconds: float = 0.2,
         *,
         list_page_size: int | None = None,
+        read_bytes_per_second: int = SHARD_READ_BYTES_PER_SECOND,
     ) -> None:
         if stream_name is None and stream_arn is None:
             raise ConfigError("source.stream: set a Kinesis stream name or ARN")
@@ -45,6 +49,7 @@ class KinesisSource:
         self._max_records = min(max_records, PAGE_LIMIT)
         self._min_interval = min_interval_seconds
         self._list_page_size = list_page_size
+        self._read_bytes_per_second = read_bytes_per_second
 
     @property
     def stream_id(self) -> str:
@@ -85,6 +90,7 @@ class KinesisSource:
             start,
             max_records=self._max_records,
             pacer=Pacer(self._min_interval),
+            read_bytes_per_second=self._read_bytes_per_second,
         )
 
 
@@ -100,8 +106,10 @@ class KinesisShardReader(IteratorShardReader):
         *,
         max_records: int,
         pacer: Pacer,
+        read_bytes_per_second: int = SHARD_READ_BYTES_PER_SECOND,
     ) -> None:
         self._stream = stream
+        self._read_bytes_per_second = read_bytes_per_second
         super().__init__(client, shard_id, start, max_records=max_records, pacer=pacer)
 
     def _iterator_request(self, start: StartPosition) -> dict[str, Any]:
@@ -121,6 +129,11 @@ class KinesisShardReader(IteratorShardReader):
 
     def _batch(self, records: list[RawRecord], response: dict[str, Any]) -> Batch:
         """At the end of a closed shard: shard_end and the child shards."""
+        if self._read_bytes_per_second:
+            # Paced by bytes as well as by calls: a 10 MB page takes the shard's read
+            # capacity for 5 s, and calling sooner would only be throttled.
+            size = sum(record.size_bytes for record in records)
+            self._pacer.stretch(size / self._read_bytes_per_second)
         children = tuple(
             ShardInfo(shard_id=child["ShardId"], parent_shard_ids=tuple(child["ParentShards"]))
             for child in response.get("ChildShards") or ()

@@ -232,6 +232,34 @@ def test_get_records_is_spaced_by_the_min_interval(
     assert clock.sleeps == pytest.approx([0.15, 0.15, 0.15])
 
 
+def test_a_large_page_spaces_the_next_get_records_by_its_bytes(
+    kinesis: Any, unique_name: Callable[[str], str]
+) -> None:
+    """A shard serves 2 MB/s: after a page of B bytes the next call waits B / that rate."""
+    stream = unique_name("kin")
+    kinesis_stream(kinesis, stream)
+    kinesis.put_records(
+        StreamName=stream, Records=[{"Data": b"x" * 999, "PartitionKey": "k"} for _ in range(20)]
+    )
+    sleeps: list[float] = []
+    pacer = Pacer(0.01, clock=lambda: 0.0, sleep=sleeps.append)  # time stands still
+    source = KinesisSource(kinesis, stream, read_bytes_per_second=10_000)
+    reader = KinesisShardReader(
+        kinesis,
+        {"StreamName": stream},
+        shard_of(source),
+        TRIM_HORIZON,
+        max_records=100,
+        pacer=pacer,
+        read_bytes_per_second=10_000,
+    )
+    assert len(reader.next_batch().records) == 20  # 20 x (999 data + 1 key) = 20,000 bytes
+    assert len(reader.next_batch().records) == 0
+    reader.next_batch()
+    # 2 s for the 20,000 bytes; after the empty page, the call interval again.
+    assert sleeps == [pytest.approx(2.0), pytest.approx(0.01)]
+
+
 def test_expired_iterator_is_renewed_after_the_last_record(
     kinesis: Any, unique_name: Callable[[str], str]
 ) -> None:
