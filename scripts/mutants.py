@@ -1,5 +1,6 @@
 """Apply, one at a time, the mutants of docs/design.md's invariants that once survived the
-suite (issue 12), run the tests named to kill each, and restore the file.
+suite (issue 12) or guard a feature's core rule (issue 14), run the tests named to kill each,
+and restore the file.
 
     .venv/bin/python scripts/mutants.py            # every mutant
     .venv/bin/python scripts/mutants.py --list     # their names
@@ -123,6 +124,33 @@ MUTANTS = [
         (
             "tests/consumer/pipeline/test_shard_loop.py::"
             "test_an_idle_shard_whose_lease_was_taken_stops_polling",
+        ),
+    ),
+    Mutant(
+        "lanes-done-before-every-lane",
+        "consumer/pipeline/lanes.py",
+        "        for thread in threads:\n            thread.join()\n",
+        "",
+        (
+            "tests/consumer/pipeline/test_lanes.py::"
+            "test_a_transient_failure_in_one_lane_stalls_the_batch_while_the_other_lanes_finish",
+        ),
+    ),
+    Mutant(
+        "prefetch-bounded-in-batches-only",
+        "consumer/pipeline/batch_buffer.py",
+        "                    and self._records + records <= self.max_records\n",
+        "",
+        ("tests/consumer/pipeline/test_shard_loop.py", "-k", "prefetch_is_bounded and records"),
+    ),
+    Mutant(
+        "first-take-takes-everything",
+        "consumer/leases/taker.py",
+        "    claim = 1 if held == 0 else needed\n",
+        "    claim = needed\n",
+        (
+            "tests/consumer/leases/test_coordinator.py::"
+            "test_two_workers_starting_together_split_eight_leases_four_four_without_stealing",
         ),
     ),
     *(

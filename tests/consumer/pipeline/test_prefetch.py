@@ -9,6 +9,7 @@ import pytest
 
 from consumer.aws import make_client
 from consumer.observability.metrics import Metrics
+from consumer.pipeline.paging import PageSizer
 from consumer.pipeline.prefetch import FetchedBatch, Prefetcher
 from consumer.pipeline.retry import Backoff
 from consumer.sources.decode import DynamoDBStreamsDecoder
@@ -58,15 +59,18 @@ def test_data_lost_upstream_is_counted_and_reading_goes_on_from_the_trim_horizon
         decoder=DynamoDBStreamsDecoder(arn),
         metrics=metrics,
         prefetch_batches=2,
+        prefetch_records=1000,
+        page_sizer=PageSizer(floor=1000, ceiling=1000),
         idle_backoff_seconds=0.05,
         backoff=Backoff(0.01, 0.05),
     )
     prefetcher.start()
     try:
-        batch: FetchedBatch = prefetcher.queue.get(timeout=30)
+        batch: FetchedBatch | None = prefetcher.buffer.get(timeout=30)
     finally:
         prefetcher.stop()
         prefetcher.join(10)
+    assert batch is not None
     assert [r.keys["pk"] for r in batch.records] == ["k0", "k1", "k2"]
     lost = metrics.registry.get_sample_value(
         "stream_projector_data_lost_total", {"stream": arn, "shard": shard.shard_id}
