@@ -75,24 +75,25 @@ def split(batch: FetchedBatch, lanes: int, key_of: KeyOf) -> list[FetchedBatch]:
 
 
 class StallTracker:
-    """The shard is stalled while any lane is; `report` sees every change of that."""
+    """The shard is stalled while any lane is; `report` gets a reason, or None when none is."""
 
-    def __init__(self, report: Callable[[bool], None]) -> None:
+    def __init__(self, report: Callable[[str | None], None]) -> None:
         self._report = report
-        self._stalled: set[int] = set()
+        self._reasons: dict[int, str] = {}
         self._lock = threading.Lock()
 
-    def for_lane(self, lane: int) -> Callable[[bool], None]:
+    def for_lane(self, lane: int) -> Callable[[str | None], None]:
         """The `on_stalled` callback of one lane's Pipeline."""
 
-        def on_stalled(stalled: bool) -> None:
+        def on_stalled(reason: str | None) -> None:
             with self._lock:
-                if stalled:
-                    self._stalled.add(lane)
+                if reason:
+                    self._reasons[lane] = reason
                 else:
-                    self._stalled.discard(lane)
-                any_stalled = bool(self._stalled)
-            self._report(any_stalled)
+                    self._reasons.pop(lane, None)
+                first = min(self._reasons, default=None)
+                shown = None if first is None else f"lane {first}: {self._reasons[first]}"
+            self._report(shown)
 
         return on_stalled
 

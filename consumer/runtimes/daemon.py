@@ -87,7 +87,7 @@ def shard_pipeline(
     stream: str,
     shard_id: str,
     abandon: threading.Event,
-    on_stalled: Callable[[bool], None],
+    on_stalled: Callable[[str | None], None],
     key_of: KeyOf | None,
 ) -> BatchProcessor:
     """One Pipeline, or `parallelization_factor` of them as lanes when `key_of` is given."""
