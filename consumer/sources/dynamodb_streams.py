@@ -29,8 +29,6 @@ def describe_table(dynamodb_client: Any, table_name: str, setting: str) -> dict[
         if error_code(exc) == RESOURCE_NOT_FOUND:
             raise ConfigError(f"{setting}: table {table_name!r} does not exist") from exc
         raise_translated(exc, f"DescribeTable {table_name}")
-    except BotoCoreError as exc:
-        raise_translated(exc, f"DescribeTable {table_name}")
     return table
 
 
