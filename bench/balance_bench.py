@@ -201,13 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.baseline_root:
         codes[f"baseline {args.baseline_root}"] = args.baseline_root.resolve()
     results: list[Balance] = []
-    with emulators(kinesis_local=True) as (moto_url, kinesis_url, work):
-        assert kinesis_url is not None
+    with emulators(kinesis_local=True) as servers:
+        kinesis_url, _ = servers.kinesis()
+        work = servers.work
         kinesis = make_client("kinesis", REGION, kinesis_url)
         stream = f"balance-{uuid.uuid4().hex[:6]}"
         kinesis.create_stream(StreamName=stream, ShardCount=SHARDS)
         wait_for(lambda: stream_active(kinesis, stream), 60, "stream ACTIVE")
-        env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ENDPOINT_URL_KINESIS": kinesis_url}
+        env = {"AWS_ENDPOINT_URL": servers.moto_url, "AWS_ENDPOINT_URL_KINESIS": kinesis_url}
         cases: list[tuple[str, str, Path, str]] = []
         for code, root in codes.items():
             cases.append(("together", code, root, ""))

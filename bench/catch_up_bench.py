@@ -13,6 +13,8 @@ Both sides keep the default pacing (`min_interval_seconds = 0.2`: at most 5 GetR
 apply through a projection that only counts, so what is measured is fetch, decode, the shard
 loop and checkpoints, not a sink. Per run: records/s from the first record applied to the last
 (start-up and the first GetRecords are left out), GetRecords calls, the largest Limit asked,
+the daemon's CPU per record over that span, how many cores the emulator kept busy meanwhile
+(its CPU seconds over the run's seconds: a single-threaded emulator near 1.0 is saturated),
 and the child process's peak RSS (`ru_maxrss`): the memory a backlog costs.
 
 The emulator's ceiling is measured on the same stream: a plain loop of GetRecords with Limit
@@ -45,6 +47,7 @@ from bench.daemon_run import (
     set_fake_credentials,
     write_backlog,
 )
+from bench.end_to_end_bench import server_cpu
 from consumer.aws import make_client
 from consumer.sources import fast_get_records
 
@@ -81,11 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_fake_credentials()
     names = [name.strip() for name in args.emulators.split(",") if name.strip()]
     report: dict[str, Any] = {}
-    with emulators(kinesis_local="kinesis-local" in names) as (moto_url, kinesis_url, work):
-        urls = {"moto": moto_url, "kinesis-local": kinesis_url}
+    with emulators(kinesis_local="kinesis-local" in names) as servers:
+        endpoints = {"moto": (servers.moto_url, servers.moto_pid)}
+        if servers.kinesis_local_url is not None and servers.kinesis_local_pid is not None:
+            endpoints["kinesis-local"] = (servers.kinesis_local_url, servers.kinesis_local_pid)
         for emulator in names:
-            url = urls[emulator]
-            assert url is not None
+            url, pid = endpoints[emulator]
             records = args.records if emulator == "moto" else args.kinesis_local_records
             client = make_client("kinesis", REGION, url)
             stream = f"catch-up-{uuid.uuid4().hex[:6]}"
@@ -96,17 +100,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"unpaced GetRecords reads {ceiling:,.0f} records/s",
                 flush=True,
             )
-            env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ENDPOINT_URL_KINESIS": url}
+            env = {"AWS_ENDPOINT_URL": servers.moto_url, "AWS_ENDPOINT_URL_KINESIS": url}
             runs = []
             for _ in range(args.rounds):
                 for side, polling in SIDES.items():
                     options = {"stream": stream, "records": records, "polling": polling}
-                    run = run_daemon_child(options, env, work)
-                    runs.append({"side": side, **asdict(run)})
+                    before = server_cpu(pid)
+                    run = run_daemon_child(options, env, servers.work)
+                    busy = (server_cpu(pid) - before) / run.seconds
+                    runs.append({"side": side, "emulator_cores": busy, **asdict(run)})
                     print(
                         f"  {side}: {run.rate:,.0f} records/s, "
                         f"{run.get_records_calls} GetRecords, Limit up to "
-                        f"{run.largest_limit:,}, peak RSS {run.max_rss_mb:.0f} MB",
+                        f"{run.largest_limit:,}, {run.cpu_us_per_record:.0f} us CPU/record here, "
+                        f"{emulator} busy {busy:.2f} cores, peak RSS {run.max_rss_mb:.0f} MB",
                         flush=True,
                     )
             report[emulator] = {

@@ -74,6 +74,7 @@ class BenchProjection:
         self.latency = latency_ms / 1000
         self.count = 0
         self.first_start: float | None = None
+        self.first_cpu = 0.0
         self.batch_ends: list[tuple[float, int]] = []
         self.done = threading.Event()
         self._lock = threading.Lock()
@@ -86,7 +87,8 @@ class BenchProjection:
     def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
         """Touch every image (so decoding is real), wait per record if asked, count."""
         with self._lock:
-            self.first_start = self.first_start or time.perf_counter()
+            if self.first_start is None:
+                self.first_start, self.first_cpu = time.perf_counter(), time.process_time()
         for record in records:
             if record.image is None:
                 raise ValueError(f"record {record.sequence_number} has no image")
@@ -107,6 +109,7 @@ class DaemonRun:
     records: int
     seconds: float
     rate: float
+    cpu_us_per_record: float
     get_records_calls: int
     largest_limit: int
     batches: int
@@ -137,11 +140,13 @@ def run_in_this_process(options: dict[str, Any]) -> DaemonRun:
     began = time.perf_counter()
     run_daemon(daemon, threading.Event(), serve_http=False, until=projection.done.is_set)
     last_end, last_count = projection.batch_ends[-1]
+    cpu = time.process_time() - projection.first_cpu
     assert projection.first_start is not None
     return DaemonRun(
         records=last_count,
         seconds=last_end - began,
         rate=last_count / (last_end - projection.first_start),
+        cpu_us_per_record=cpu / last_count * 1e6,
         get_records_calls=len(limits),
         largest_limit=max(limits),
         batches=len(projection.batch_ends),
@@ -162,10 +167,26 @@ def run_daemon_child(options: dict[str, Any], env: dict[str, str], work: Path) -
     return DaemonRun(**json.loads(result_path.read_text()))
 
 
+@dataclass
+class Emulators:
+    """The servers of one benchmark run, and a scratch directory."""
+
+    moto_url: str
+    moto_pid: int
+    work: Path
+    kinesis_local_url: str | None = None
+    kinesis_local_pid: int | None = None
+
+    def kinesis(self) -> tuple[str, int]:
+        """The Kinesis endpoint to read (kinesis-local when started, else moto) and its pid."""
+        if self.kinesis_local_url is not None and self.kinesis_local_pid is not None:
+            return self.kinesis_local_url, self.kinesis_local_pid
+        return self.moto_url, self.moto_pid
+
+
 @contextmanager
-def emulators(kinesis_local: bool) -> Iterator[tuple[str, str | None, Path]]:
-    """moto (and kinesis-local if asked) for one benchmark run: (moto URL, kinesis-local URL,
-    a scratch directory); stopped when the block ends."""
+def emulators(kinesis_local: bool) -> Iterator[Emulators]:
+    """moto (and kinesis-local if asked) for one benchmark run, stopped when the block ends."""
     from bench.dynamodb_sink_bench import start_moto
     from tests.fixtures.aws import start_kinesis_local
 
@@ -173,12 +194,12 @@ def emulators(kinesis_local: bool) -> Iterator[tuple[str, str | None, Path]]:
     server = None
     try:
         with tempfile.TemporaryDirectory() as work_dir:
-            work = Path(work_dir)
-            url = None
+            servers = Emulators(moto_url, moto.pid, Path(work_dir))
             if kinesis_local:
-                server, url = start_kinesis_local(work)
+                server, servers.kinesis_local_url = start_kinesis_local(servers.work)
+                servers.kinesis_local_pid = server.process.pid
             try:
-                yield moto_url, url, work
+                yield servers
             finally:
                 if server is not None:
                     server.stop()

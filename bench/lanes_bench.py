@@ -50,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_fake_credentials()
     lane_counts = [int(n) for n in args.lanes.split(",")]
     runs: list[dict[str, Any]] = []
-    with emulators(kinesis_local=args.emulator == "kinesis-local") as (moto_url, k_url, work):
-        url = k_url or moto_url
+    with emulators(kinesis_local=args.emulator == "kinesis-local") as servers:
+        url, _ = servers.kinesis()
         stream = f"lanes-{uuid.uuid4().hex[:6]}"
         client = make_client("kinesis", REGION, url)
         written = write_backlog(client, stream, args.records, args.keys)
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{written:.0f} s; sink: {args.latency_ms:g} ms per record (simulated latency)",
             flush=True,
         )
-        env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ENDPOINT_URL_KINESIS": url}
+        env = {"AWS_ENDPOINT_URL": servers.moto_url, "AWS_ENDPOINT_URL_KINESIS": url}
         for _ in range(args.rounds):
             base = None
             for lanes in lane_counts:
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "latency_ms": args.latency_ms,
                     "polling": {"parallelization_factor": lanes},
                 }
-                run = run_daemon_child(options, env, work)
+                run = run_daemon_child(options, env, servers.work)
                 base = base or run.rate
                 runs.append({"lanes": lanes, **asdict(run)})
                 print(
