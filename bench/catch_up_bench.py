@@ -47,7 +47,7 @@ from bench.daemon_run import (
     set_fake_credentials,
     write_backlog,
 )
-from bench.end_to_end_bench import server_cpu
+from bench.processes import cpu_seconds
 from consumer.aws import make_client
 from consumer.sources import fast_get_records
 
@@ -105,9 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _ in range(args.rounds):
                 for side, polling in SIDES.items():
                     options = {"stream": stream, "records": records, "polling": polling}
-                    before = server_cpu(pid)
+                    before = cpu_seconds(pid)
                     run = run_daemon_child(options, env, servers.work)
-                    busy = (server_cpu(pid) - before) / run.seconds
+                    busy = (cpu_seconds(pid) - before) / run.seconds
                     runs.append({"side": side, "emulator_cores": busy, **asdict(run)})
                     print(
                         f"  {side}: {run.rate:,.0f} records/s, "
