@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +29,9 @@ import orjson
 import structlog
 
 from consumer.record import ChangeRecord
-from projections.projection import Outcome
+from projections.projection import BaseProjection, Resources
+from projections.results import Outcome, Results
+from projections.settings import ProjectionSettings
 
 REGION = "us-east-1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,16 +62,24 @@ def write_backlog(client: Any, stream: str, records: int, keys: int = 1000) -> f
     return time.perf_counter() - began
 
 
-class BenchProjection:
+class BenchSettings(ProjectionSettings):
+    """`expected` records (0: never done) and a simulated `latency_ms` per record."""
+
+    expected: int = 0
+    latency_ms: float = 0.0
+
+
+class BenchProjection(BaseProjection):
     """Counts records; with `latency_ms`, waits that long per record, one record at a time.
 
     The wait stands for a sink's round trip (an HTTP API, a database across a network) that
     costs time but no CPU here; it is simulated, and the output says so.
     """
 
-    name = "bench"
+    settings_model = BenchSettings
 
-    def __init__(self, expected: int, latency_ms: float = 0.0) -> None:
+    def __init__(self, expected: int, latency_ms: float = 0.0, name: str = "bench") -> None:
+        super().__init__(name)
         self.expected = expected
         self.latency = latency_ms / 1000
         self.count = 0
@@ -80,11 +90,13 @@ class BenchProjection:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, name: str, settings: Mapping[str, Any], resources: Any) -> BenchProjection:
-        """For worker processes: `expected` (default: never done) and `latency_ms`."""
-        return cls(int(settings.get("expected", 0)), float(settings.get("latency_ms", 0.0)))
+    def from_settings(
+        cls, name: str, settings: BenchSettings, resources: Resources
+    ) -> BenchProjection:
+        """For worker processes: `expected` (0: never done) and `latency_ms`."""
+        return cls(settings.expected, settings.latency_ms, name)
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """Touch every image (so decoding is real), wait per record if asked, count."""
         with self._lock:
             if self.first_start is None:
@@ -99,7 +111,7 @@ class BenchProjection:
             self.batch_ends.append((time.perf_counter(), self.count))
             if self.expected and self.count >= self.expected:
                 self.done.set()
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
 
 @dataclass

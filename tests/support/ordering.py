@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from consumer.record import ChangeRecord
-from projections.projection import Outcome, Resources
+from projections.projection import BaseProjection, Resources
+from projections.results import Outcome, Results
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS lane_order (key text PRIMARY KEY, position text NOT NULL, "
@@ -45,26 +46,25 @@ def applied_order(conn: Any) -> dict[str, list[int]]:
     return {key: list(ns) for key, ns in conn.execute("SELECT key, ns FROM lane_order")}
 
 
-class GuardedOrderProjection:
+class GuardedOrderProjection(BaseProjection):
     """Appends each record's `n` to its key's list in PostgreSQL, guarded by position."""
 
-    name = "lane_order"
-
-    def __init__(self, pool: Any, hold_at: int | None = None) -> None:
+    def __init__(self, name: str, pool: Any, hold_at: int | None = None) -> None:
+        super().__init__(name)
         self._pool = pool
         self._hold_at = hold_at
         with pool.connection() as conn:
             create_schema(conn)
 
     @classmethod
-    def from_config(
-        cls, name: str, settings: Mapping[str, Any], resources: Resources
+    def from_settings(
+        cls, name: str, settings: Any, resources: Resources
     ) -> GuardedOrderProjection:
         """No settings; the environment variable LANE_TEST_HOLD_AT sets `hold_at`."""
         hold = os.environ.get(HOLD_ENV)
-        return cls(resources.postgres_pool(), int(hold) if hold else None)
+        return cls(name, resources.postgres_pool(), int(hold) if hold else None)
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         """One transaction per call: the records up to a held one, in order."""
         rows = []
         for record in records:
@@ -74,7 +74,7 @@ class GuardedOrderProjection:
                 self._hold(int(image["n"]))
             rows.append((str(image["key"]), record.position, int(image["n"])))
         self._write(rows)
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
     def _write(self, rows: list[tuple[str, str, int]]) -> None:
         if not rows:

@@ -232,7 +232,7 @@ class LeakyProjection:
 
     name = "leaky"
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         raise ValueError('invalid URI: "postgresql://app:Pa55-w0rd@[fd00::1/db"')
 
 

@@ -28,7 +28,8 @@ from consumer.pipeline.lanes import (
 )
 from consumer.pipeline.prefetch import FetchedBatch
 from consumer.record import ChangeRecord, RawRecord
-from projections.projection import Outcome
+from projections.projection import BaseProjection
+from projections.results import Outcome, Results
 from tests.consumer.pipeline.test_apply import FAST, Sink
 from tests.fixtures.servers import wait_until
 
@@ -59,16 +60,15 @@ def workload(count: int, seed: int = 7) -> list[ChangeRecord]:
     ]
 
 
-class OrderRecording:
+class OrderRecording(BaseProjection):
     """Keeps, per key, the record numbers in the order it applied them; thread-safe.
 
     `together` makes the first applies wait (with a deadline) until that many are in flight at
     once, which only happens when lanes really run concurrently.
     """
 
-    name = "order"
-
     def __init__(self, together: int = 0, work_seconds: float = 0.0, fail_key: str = "") -> None:
+        super().__init__("order")
         self.seen: dict[str, list[int]] = defaultdict(list)
         self.applied = 0
         self.active = 0
@@ -79,7 +79,7 @@ class OrderRecording:
         self.heal = threading.Event()
         self._changed = threading.Condition()
 
-    def apply(self, records: Sequence[ChangeRecord]) -> Outcome:
+    def apply(self, records: Sequence[ChangeRecord]) -> Results:
         failing = self._fail_key and not self.heal.is_set()
         if failing and any(r.partition_key == self._fail_key for r in records):
             raise TransientError("this key's sink is down")
@@ -102,7 +102,7 @@ class OrderRecording:
         finally:
             with self._changed:
                 self.active -= 1
-        return Outcome(applied=len(records))
+        return Results.of(records, Outcome.APPLIED)
 
 
 def key_of(r: ChangeRecord) -> str:
