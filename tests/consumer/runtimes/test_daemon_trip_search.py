@@ -11,39 +11,8 @@ import pytest
 from consumer.config import Settings, load_settings
 from consumer.demo.trip_saga import SAGA, Step, create_trip_table, write_saga
 from consumer.leases.store import DynamoDBLeaseStore
-from projections.scenarios.trip_search_query import plain_document
 from tests.support.daemon import FAST_LEASES, FAST_POLLING, daemon_thread, wait_caught_up
-
-EXPECTED = {
-    "trip-streams-001": {
-        "trip_id": "trip-streams-001",
-        "flight_number": "NH001",
-        "departure_time": "2026-03-15T10:00:00",
-        "arrival_time": "2026-03-15T14:00:00",
-        "flight_status": "CONFIRMED",
-        "hotel_name": "Grand Hotel Tokyo",
-        "check_in_date": "2026-03-15",
-        "check_out_date": "2026-03-17",
-        "hotel_status": "CONFIRMED",
-        "total_amount": 80000,
-        "currency": "JPY",
-        "payment_status": "COMPLETED",
-    },
-    "trip-streams-cancel-001": {
-        "trip_id": "trip-streams-cancel-001",
-        "flight_number": "NH999",
-        "departure_time": "2026-04-01T10:00:00",
-        "arrival_time": "2026-04-01T14:00:00",
-        "flight_status": "CANCELLED",
-        "hotel_name": "Test Hotel",
-        "check_in_date": "2026-04-01",
-        "check_out_date": "2026-04-03",
-        "hotel_status": "CANCELED",
-        "total_amount": -1,
-        "currency": "JPY",
-        "payment_status": "REFUNDED",
-    },
-}
+from tests.support.trip_search import EXPECTED, documents, scan
 
 
 def trip_settings(endpoint: str, app: str, source: str, search: str) -> Settings:
@@ -62,20 +31,6 @@ def trip_settings(endpoint: str, app: str, source: str, search: str) -> Settings
             }
         ],
     )
-
-
-def scan(client: Any, table: str) -> dict[str, dict[str, Any]]:
-    items = client.scan(TableName=table, ConsistentRead=True)["Items"]
-    return {item["trip_id"]["S"]: item for item in items}
-
-
-def documents(client: Any, table: str) -> dict[str, dict[str, Any]]:
-    found = {}
-    for trip_id, item in scan(client, table).items():
-        doc = plain_document(item)
-        doc.pop("updated_at")
-        found[trip_id] = doc
-    return found
 
 
 def interleavings() -> list[list[Step]]:
