@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # stream-projector container image.
 #
 #   docker build -t stream-projector .                 # the daemon (last stage, "runtime")
@@ -10,6 +9,12 @@
 # virtual environment; the final images copy only that environment, so no pip cache, wheel
 # or build tool reaches them. Every dependency ships manylinux wheels, so the builder needs no
 # compiler either; if one ever does, install it in the builder only.
+#
+# Build with BuildKit (Docker Engine 23 and later by default; DOCKER_BUILDKIT=1 on 20.10): it
+# builds only the stages a target needs, while the legacy builder would build every stage before
+# it, the kcl ones (Java, Maven Central) included. There is no `# syntax=` line: the engine's
+# own frontend reads this file, so building needs no frontend image from a registry.
+# tests/container (scripts/container-test.sh) builds "runtime" and "demo" and runs them.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -27,6 +32,10 @@ RUN groupadd --system --gid "${APP_UID}" app \
 
 
 FROM base AS builder
+# A package index other than PyPI (a mirror, or the wheelhouse scripts/container-test.sh
+# serves): a build argument of the builder stages only, so no final image keeps it. Unset, pip
+# uses PyPI.
+ARG PIP_INDEX_URL
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     WHEEL_DIR=/wheels
@@ -43,6 +52,7 @@ RUN "$VIRTUAL_ENV/bin/pip" install --no-index --find-links "$WHEEL_DIR" stream-p
 
 
 FROM builder AS demo-builder
+ARG PIP_INDEX_URL
 RUN pip wheel --wheel-dir "$WHEEL_DIR" ".[demo]"
 RUN "$VIRTUAL_ENV/bin/pip" install --no-index --find-links "$WHEEL_DIR" "stream-projector[demo]"
 

@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench test-deps clean
+.PHONY: demo test test-container lint format bench test-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ lint: $(STAMP)
 # test-deps has just installed every tool the tests run, so a missing one fails the run
 # instead of skipping its tests (tests/fixtures/tools.py).
 test: $(STAMP) test-deps lint
-	STREAM_PROJECTOR_REQUIRE_TOOLS=1 $(BIN)/pytest -q -p no:cacheprovider
+	STREAM_PROJECTOR_REQUIRE_TOOLS=1 $(BIN)/pytest -q -rs -p no:cacheprovider
+
+# Only the image built and run on a Docker engine (also part of `make test`).
+test-container: $(STAMP) test-deps
+	STREAM_PROJECTOR_REQUIRE_TOOLS=1 $(BIN)/pytest -q -rs -p no:cacheprovider tests/container
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

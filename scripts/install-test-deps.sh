@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the real servers the tests start: PostgreSQL and Prometheus (Debian packages) and
-# kinesis-local (npm). Each step is skipped when its binary is already there, so a warm
-# machine pays nothing.
+# Installs the real servers the tests start: PostgreSQL and Prometheus (Debian packages),
+# kinesis-local (npm), and the Docker engine and mmdebstrap for tests/container (Debian). Each
+# step is skipped when its binary is already there, so a warm machine pays nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,12 @@ need_apt=()
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
+# tests/container: Debian's docker.io when no Docker engine answers and none is installed, and
+# mmdebstrap, which makes the base image when the registry's python image cannot be pulled.
+if command -v apt-get >/dev/null; then
+  docker info >/dev/null 2>&1 || command -v dockerd >/dev/null || need_apt+=(docker.io)
+  command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
@@ -19,6 +25,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # The Debian packages start system services; the tests start their own servers.
   $sudo_ service postgresql stop >/dev/null 2>&1 || true
   $sudo_ service prometheus stop >/dev/null 2>&1 || true
+  # tests/container starts dockerd itself, without a bridge or iptables rules, and stops it.
+  $sudo_ service docker stop >/dev/null 2>&1 || true
 fi
 
 # One npm call for every tool: npm install into a prefix without a package.json prunes what an
