@@ -17,25 +17,13 @@ from consumer.errors import ConfigError
 from consumer.record import ChangeRecord
 from projections.scenarios.trip_search import GUARD_ATTRIBUTES, STATUS_INDEX, TripSearchProjection
 from tests.fixtures.aws import REGION
+from tests.support.trip_search import EXPECTED
 
 SAGA_START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC).timestamp()
 STREAM = "arn:aws:dynamodb:us-east-1:123456789012:table/TripTable/stream/2026-03-01T00:00:00.000"
 
 # The seed's expected document for the successful saga, as its `jq` shows it (numbers as text).
-SEED_DOCUMENT = {
-    "trip_id": "trip-streams-001",
-    "flight_number": "NH001",
-    "departure_time": "2026-03-15T10:00:00",
-    "arrival_time": "2026-03-15T14:00:00",
-    "flight_status": "CONFIRMED",
-    "hotel_name": "Grand Hotel Tokyo",
-    "check_in_date": "2026-03-15",
-    "check_out_date": "2026-03-17",
-    "hotel_status": "CONFIRMED",
-    "total_amount": "80000",
-    "currency": "JPY",
-    "payment_status": "COMPLETED",
-}
+SEED_DOCUMENT = {**EXPECTED["trip-streams-001"], "total_amount": "80000"}
 
 
 class Stream:
