@@ -25,9 +25,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # test-deps has just installed every tool the tests run, so a missing one fails the run
-# instead of skipping its tests (tests/fixtures/tools.py).
+# instead of skipping its tests (tests/fixtures/tools.py). tests/container runs beside the rest
+# of the suite (scripts/run-tests.sh says why).
 test: $(STAMP) test-deps lint
-	STREAM_PROJECTOR_REQUIRE_TOOLS=1 $(BIN)/pytest -q -rs -p no:cacheprovider
+	BIN=$(BIN) scripts/run-tests.sh
 
 # Only the image built and run on a Docker engine (also part of `make test`).
 test-container: $(STAMP) test-deps
