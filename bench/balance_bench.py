@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from botocore.exceptions import ClientError
 
 from bench.daemon_run import REGION, ROOT, emulators, set_fake_credentials
 from consumer.aws import make_client
+from consumer.errors import MissingResourceError
 from consumer.leases.store import DynamoDBLeaseStore
 from tests.support.streams import stream_active
 
@@ -131,7 +131,7 @@ def owners(store: DynamoDBLeaseStore) -> Counter[str | None]:
     """Leases per owner; none while the first worker has not created the table yet."""
     try:
         return Counter(lease.lease_owner for lease in store.list_leases())
-    except ClientError:
+    except MissingResourceError:
         return Counter()
 
 
