@@ -25,6 +25,8 @@ sides and moto, so every AWS call waits L ms more without costing the client CPU
 to the real service. `--extra-latency-ms` instead sleeps in the client before every request
 (the same `before-send` hook as bench/dynamodb_sink_bench.py). The output labels both as
 simulated. Per side it also prints the client's CPU microseconds per record.
+`--parallelization-factor N` runs B with N per-key lanes in the shard
+(`polling.parallelization_factor`).
 """
 
 from __future__ import annotations
@@ -312,6 +314,7 @@ def run_projector(
     latency_ms: float,
     server_pid: int | None,
     timeout: float,
+    lanes: int = 1,
 ) -> Result:
     """B: the daemon with the trip_search projection, until every shard is read to its tip."""
     settings = load_settings(
@@ -320,7 +323,7 @@ def run_projector(
         source={"kind": "dynamodb", "table": trip_table},
         aws={"endpoint_url": endpoint, "region": REGION},
         http={"host": "127.0.0.1", "port": 0},
-        polling=POLLING,
+        polling={**POLLING, "parallelization_factor": lanes},
         leases=LEASES,
         projections=[
             {
@@ -412,7 +415,8 @@ def report_lines(args: argparse.Namespace, a: Result, b: Result, same: bool) -> 
 
     return [
         f"end_to_end: {args.changes} changes over {args.trips} trips (scenario 1, "
-        f"TripTable stream -> TripSearchTable); {latency}",
+        f"TripTable stream -> TripSearchTable); {latency}; "
+        f"B's parallelization_factor {args.parallelization_factor}",
         f"  {'':<36} {'A tutorials':>12} {'B daemon':>12} {'B/A':>8}",
         row("wall s, start to caught up", a.seconds, b.seconds, ".2f"),
         row("records/s", a.rate, b.rate, ",.0f"),
@@ -437,6 +441,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--proxy-latency-ms", type=float, default=0.0, help="latency proxy delay per call"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="B's limit, seconds")
+    parser.add_argument(
+        "--parallelization-factor",
+        type=int,
+        default=1,
+        choices=range(1, 11),
+        metavar="N",
+        help="B's per-key lanes in the shard (polling.parallelization_factor, 1-10)",
+    )
     parser.add_argument("--endpoint-url", help="use this moto endpoint instead of starting one")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
@@ -473,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.extra_latency_ms,
             pid,
             args.timeout,
+            args.parallelization_factor,
         )
         view_a, view_b = business_view(client, search_a), business_view(client, search_b)
         same = view_a == view_b
@@ -489,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "trips": args.trips,
                     "simulated_latency_ms": args.extra_latency_ms,
                     "proxy_latency_ms": args.proxy_latency_ms,
+                    "parallelization_factor": args.parallelization_factor,
                     "A": {
                         **asdict(a),
                         "records_per_s": a.rate,
