@@ -21,8 +21,10 @@ Progress is read from the table: each key's stored version is the number of its 
 applied, so `sum(version)` counts the records applied by any side. A side is measured from
 its first commit (sum > 0, so start-up and imports are left out) to caught up (sum =
 records): records/s over that window, and the child's own CPU time (user + system, every
-thread, from /proc) per record over the same window. Sides alternate within each round;
-the figures are medians over `--rounds`.
+thread, from /proc) per record over the same window. The window leaves out what a side
+fetched before its first commit, so the table also gives the records in the window and the
+seconds from spawning the child to caught up (start-up and imports included). Sides alternate
+within each round; the figures are medians over `--rounds`.
 
     python -m bench kinesis_postgres   # --records N --keys K --shards S --batch B --rounds R
 """
@@ -430,16 +432,18 @@ def report(args: argparse.Namespace, results: dict[str, list[Measured]], version
         f"kinesis_postgres: {args.records} JSON records over {args.keys} keys, {args.shards} "
         f"shards, batch {args.batch}; medians of {args.rounds}; load {os.getloadavg()[0]:.1f}",
         f"peer: {versions or 'not run'}",
-        "| side | records/s | each run | client CPU us/record | kinesis-local CPU | "
-        "daemon's rate vs side |",
-        "| --- | ---: | --- | ---: | ---: | ---: |",
+        "| side | records/s | each run | records in the window | s from spawn | "
+        "client CPU us/record | kinesis-local CPU | daemon's rate vs side |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for side, runs in results.items():
         m = medians[side]
         ratio = f"{daemon['records_per_s'] / m['records_per_s']:.1f}x" if daemon else "-"
         each = " / ".join(f"{r.rate:,.0f}" for r in runs)
+        window = statistics.median(r.records for r in runs)
         lines.append(
-            f"| {side} | {m['records_per_s']:,.0f} | {each} | {m['cpu_us_per_record']:.1f} | "
+            f"| {side} | {m['records_per_s']:,.0f} | {each} | {window:,.0f} | "
+            f"{m['seconds_from_spawn']:.1f} | {m['cpu_us_per_record']:.1f} | "
             f"{m['kinesis_local_cpu_share']:.0%} of a core | {ratio} |"
         )
     return "\n".join(lines)
