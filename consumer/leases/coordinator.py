@@ -23,6 +23,12 @@ from consumer.sources.shard import ShardInfo
 
 log = structlog.get_logger(__name__)
 
+# After a worker's first lease, its share follows this soon rather than a whole take interval
+# later: long enough for workers started together to have claimed their first lease (so they
+# see each other and split evenly), short enough that a lone worker does not read one shard
+# alone for a take interval. A worker started later gets its share by stealing instead.
+SHARE_TAKE_DELAY_SECONDS = 1.0
+
 
 def initial_position_note(initial_position: str, leases: list[Lease]) -> str | None:
     """Why a changed `source.initial_position` seems to do nothing, and what to do instead."""
@@ -114,7 +120,10 @@ class LeaseCoordinator:
             self._renew_all(now)
         if self._next_take is None or now >= self._next_take:
             self._next_take = now + self._take_interval
+            held_before = len(self.held())
             self._take(now)
+            if held_before == 0 and self.held():
+                self._next_take = now + min(self._take_interval, SHARE_TAKE_DELAY_SECONDS)
 
     def ensure_leases(self, shards: list[ShardInfo], initial_checkpoint: str) -> list[Lease]:
         """Create a lease for every shard without one; the leases this call created.

@@ -12,7 +12,7 @@ from botocore.config import Config
 from structlog.testing import capture_logs
 
 from consumer.errors import LeaseLostError
-from consumer.leases.coordinator import LeaseCoordinator
+from consumer.leases.coordinator import SHARE_TAKE_DELAY_SECONDS, LeaseCoordinator
 from consumer.leases.lease import SENTINEL_LATEST, SENTINEL_SHARD_END, SENTINEL_TRIM_HORIZON
 from consumer.leases.store import DynamoDBLeaseStore
 from consumer.sources.shard import ShardInfo
@@ -209,6 +209,48 @@ def test_two_workers_starting_together_split_eight_leases_four_four_without_stea
     events = [entry["event"] for entry in logs]
     assert events.count("lease taken") == 8
     assert "lease stolen" not in events
+
+
+def test_a_lone_worker_takes_its_share_a_second_after_its_first_lease_not_a_take_interval(
+    store: DynamoDBLeaseStore,
+) -> None:
+    clock = FakeClock()
+    a = coordinator(store, "worker-a", clock)
+    a.ensure_leases(shards(*(f"shard-{n}" for n in range(4))), SENTINEL_TRIM_HORIZON)
+    a.tick()
+    assert len(a.held()) == 1
+    clock.advance(SHARE_TAKE_DELAY_SECONDS - 0.1)
+    a.tick()
+    assert len(a.held()) == 1  # not yet: workers starting with it may still announce themselves
+    clock.advance(0.1)
+    a.tick()
+    assert len(a.held()) == 4
+    clock.advance(SHARE_TAKE_DELAY_SECONDS)
+    a.ensure_leases(shards(*(f"shard-{n}" for n in range(5))), SENTINEL_TRIM_HORIZON)
+    a.tick()
+    assert len(a.held()) == 4  # from now on, takes come a take interval apart
+    clock.advance(5.0 - SHARE_TAKE_DELAY_SECONDS)
+    a.tick()
+    assert len(a.held()) == 5
+
+
+def test_workers_starting_half_a_second_apart_split_four_four_without_stealing(
+    store: DynamoDBLeaseStore,
+) -> None:
+    clock = FakeClock()
+    a = coordinator(store, "worker-a", clock)
+    b = coordinator(store, "worker-b", clock)
+    a.ensure_leases(shards(*(f"shard-{n}" for n in range(8))), SENTINEL_TRIM_HORIZON)
+    with capture_logs() as logs:
+        a.tick()
+        clock.advance(0.5)
+        b.tick()
+        clock.advance(0.5)
+        a.tick()  # sees b's first lease: its share is 4
+        clock.advance(0.5)
+        b.tick()
+    assert len(a.held()) == len(b.held()) == 4
+    assert "lease stolen" not in [entry["event"] for entry in logs]
 
 
 @pytest.mark.parametrize(("max_steals", "takes"), [(None, 2), (1, 4)])
