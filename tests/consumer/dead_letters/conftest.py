@@ -128,15 +128,12 @@ settings = {{ table = "{table or self.table}", fixed = {"true" if fixed else "fa
 
 def poisoned_run(
     aws_client: Callable[..., Any],
-    moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     signing_key: str,
 ) -> Poisoned:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
+    """Needs the endpoints of `kinesis_env` set (make_poisoned does)."""
     kinesis = aws_client("kinesis", kinesis_local_endpoint)
     dynamodb, sqs, s3 = aws_client("dynamodb"), aws_client("sqs"), aws_client("s3")
     name, table, bucket = unique_name("poisoned"), unique_name("items"), unique_name("letters")
@@ -170,16 +167,13 @@ def poisoned_run(
 @pytest.fixture
 def make_poisoned(
     aws_client: Callable[..., Any],
-    moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    kinesis_env: None,
 ) -> Callable[[str], Poisoned]:
     """A poisoned run, its letters signed with the given key ("" for none)."""
-    return lambda key: poisoned_run(
-        aws_client, moto_endpoint, kinesis_local_endpoint, unique_name, monkeypatch, tmp_path, key
-    )
+    return lambda key: poisoned_run(aws_client, kinesis_local_endpoint, unique_name, tmp_path, key)
 
 
 @pytest.fixture

@@ -208,13 +208,10 @@ def test_signed_letters_and_their_s3_pointers_verify(
 
 def test_a_replay_from_trim_horizon_leaves_the_dead_letter_queue_as_it_was(
     aws_client: Callable[..., Any],
-    moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
+    kinesis_env: None,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
     kinesis, dynamodb, sqs = (
         aws_client("kinesis", kinesis_local_endpoint),
         aws_client("dynamodb"),

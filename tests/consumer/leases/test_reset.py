@@ -167,14 +167,11 @@ class Stream:
 @pytest.fixture
 def stream(
     aws_client: Callable[..., Any],
-    moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    kinesis_env: None,
 ) -> Iterator[Stream]:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
     kinesis, dynamodb = aws_client("kinesis", kinesis_local_endpoint), aws_client("dynamodb")
     name, table, app = unique_name("reset"), unique_name("recorded"), unique_name("app")
     kinesis_stream(kinesis, name)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
 
 from consumer.config import load_settings
 from tests.fixtures.servers import wait_until
@@ -19,14 +18,11 @@ RECORDS = 90
 
 def test_prometheus_sees_every_shard_lag_then_zero_and_every_record_applied(
     aws_client: Callable[..., Any],
-    moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
     prometheus: Callable[..., Any],
+    kinesis_env: None,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
     kinesis = aws_client("kinesis", kinesis_local_endpoint)
     dynamodb = aws_client("dynamodb")
     stream, table = unique_name("metrics"), unique_name("recorded")

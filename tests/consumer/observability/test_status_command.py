@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from consumer.config import load_settings
 from tests.fixtures.servers import free_port
@@ -62,11 +61,9 @@ def test_status_reads_iterator_ages_from_every_running_daemons_metrics(
     moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    kinesis_env: None,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
     kinesis, dynamodb = aws_client("kinesis", kinesis_local_endpoint), aws_client("dynamodb")
     stream, table, app = unique_name("status"), unique_name("recorded"), unique_name("app")
     kinesis_stream(kinesis, stream, 2)

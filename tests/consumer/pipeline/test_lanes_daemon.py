@@ -81,14 +81,11 @@ def run_until_applied(settings: Settings, projection: OrderRecording, count: int
 
 
 def test_lanes_keep_order_per_kinesis_partition_key_with_hot_keys(
-    moto_endpoint: str,
     kinesis_local_endpoint: str,
     aws_client: Callable[..., Any],
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
+    kinesis_env: None,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
     kinesis = aws_client("kinesis", kinesis_local_endpoint)
     stream = unique_name("lanes")
     kinesis_stream(kinesis, stream)

@@ -72,14 +72,6 @@ def sample(daemon: Daemon, name: str, labels: dict[str, str]) -> float:
     return daemon.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-@pytest.fixture
-def kinesis_env(
-    moto_endpoint: str, kinesis_local_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
-
-
 def shop_events() -> EventStore:
     """The seed's shop flows plus stock movements of 40 more products."""
     store = shop_scenario()

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-import pytest
 
 from consumer.config import load_settings
 from consumer.leases.store import DynamoDBLeaseStore
@@ -99,13 +98,10 @@ def payload(n: int) -> bytes:
 
 def test_poison_in_ten_thousand_records_only_those_are_dead_lettered(
     aws_client: Callable[..., Any],
-    moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
+    kinesis_env: None,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
     kinesis, dynamodb, sqs = (
         aws_client("kinesis", kinesis_local_endpoint),
         aws_client("dynamodb"),

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
 
 from consumer.config import load_settings
 from tests.fixtures.servers import wait_until
@@ -34,13 +33,10 @@ def put(kinesis: Any, stream: str, numbers: range) -> set[str]:
 
 def test_split_and_merge_during_a_run_process_everything_parents_first(
     aws_client: Callable[..., Any],
-    moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
+    kinesis_env: None,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
     kinesis = aws_client("kinesis", kinesis_local_endpoint)
     dynamodb = aws_client("dynamodb")
     stream, table = unique_name("reshard"), unique_name("recorded")

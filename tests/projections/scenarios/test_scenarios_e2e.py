@@ -136,14 +136,11 @@ def read_models(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
 def test_shop_events_through_kinesis_reach_every_read_model_once_even_when_replayed(
     lanes: int,
     aws_client: Callable[..., Any],
-    moto_endpoint: str,
     kinesis_local_endpoint: str,
     unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
     pg_dsn: str,
+    kinesis_env: None,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_local_endpoint)
     kinesis = aws_client("kinesis", kinesis_local_endpoint)
     stream = unique_name("ec-events")
     kinesis_stream(kinesis, stream, 2)
