@@ -188,6 +188,8 @@ class Emulators:
     work: Path
     kinesis_local_url: str | None = None
     kinesis_local_pid: int | None = None
+    replay_url: str | None = None
+    replay_pid: int | None = None
 
     def kinesis(self) -> tuple[str, int]:
         """The Kinesis endpoint to read (kinesis-local when started, else moto) and its pid."""
@@ -197,24 +199,32 @@ class Emulators:
 
 
 @contextmanager
-def emulators(kinesis_local: bool) -> Iterator[Emulators]:
-    """moto (and kinesis-local if asked) for one benchmark run, stopped when the block ends."""
+def emulators(kinesis_local: bool, replay: bool = False) -> Iterator[Emulators]:
+    """moto (and kinesis-local, bench/kinesis_replay.py if asked) for one benchmark run,
+    stopped when the block ends."""
+    from bench import kinesis_replay
     from bench.dynamodb_sink_bench import start_moto
+    from bench.processes import stop
     from tests.fixtures.aws import start_kinesis_local
 
     moto, moto_url = start_moto()
-    server = None
+    server = replay_server = None
     try:
         with tempfile.TemporaryDirectory() as work_dir:
             servers = Emulators(moto_url, moto.pid, Path(work_dir))
-            if kinesis_local:
-                server, servers.kinesis_local_url = start_kinesis_local(servers.work)
-                servers.kinesis_local_pid = server.process.pid
             try:
+                if kinesis_local:
+                    server, servers.kinesis_local_url = start_kinesis_local(servers.work)
+                    servers.kinesis_local_pid = server.process.pid
+                if replay:
+                    replay_server, servers.replay_url = kinesis_replay.start()
+                    servers.replay_pid = replay_server.pid
                 yield servers
             finally:
                 if server is not None:
                     server.stop()
+                if replay_server is not None:
+                    stop(replay_server)
     finally:
         moto.kill()
         moto.wait()

@@ -1,6 +1,8 @@
 """Kinesis JSON to PostgreSQL, end to end: this daemon against async-kinesis, in one run.
 
-The benchmark starts kinesis-local (Kinesis), moto (DynamoDB, for checkpoints) and a durable
+The benchmark starts a Kinesis server (`--server`: kinesis-local, the default, or
+bench/kinesis_replay.py, which serves pages from memory at almost no CPU, so that the sides
+and PostgreSQL are what is measured), moto (DynamoDB, for checkpoints) and a durable
 PostgreSQL server (fsync and synchronous_commit on), writes `--records` JSON events over
 `--keys` keys (versions 1, 2, ... per key, partition key = the key, so a key's versions stay
 in order in one shard) to a stream of `--shards` shards, then runs each side as a child
@@ -23,10 +25,20 @@ its first commit (sum > 0, so start-up and imports are left out) to caught up (s
 records): records/s over that window, and the child's own CPU time (user + system, every
 thread, from /proc) per record over the same window. The window leaves out what a side
 fetched before its first commit, so the table also gives the records in the window and the
-seconds from spawning the child to caught up (start-up and imports included). Sides alternate
+seconds from spawning the child to caught up (start-up and imports included). Beside each
+side, the Kinesis server's CPU: the share of a core it was busy in the side's window, and its
+CPU from spawn to caught up per record it served (kinesis-local counts nothing: per record
+of the stream); PostgreSQL's CPU (every backend) per record in the window; and how many of
+the machine's cores were busy in the window (all processes, other engineers' included: near 2
+on this 2-core machine means the cores, not a side, were the limit). Once caught up, every
+key's row must hold its last event (version, price, body), or the run fails. Sides alternate
 within each round; the figures are medians over `--rounds`.
 
+`--proxy-latency-ms L` puts bench/latency_proxy.py (its own process, no CPU work) between the
+sides and both AWS endpoints (Kinesis, DynamoDB), so every call waits L ms more: the network.
+
     python -m bench kinesis_postgres   # --records N --keys K --shards S --batch B --rounds R
+    python -m bench kinesis_postgres --server replay [--proxy-latency-ms L]
 """
 
 from __future__ import annotations
@@ -53,8 +65,15 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from bench import kinesis_replay, latency_proxy
 from bench.postgres_bench import COLUMNS, T0
-from bench.processes import PerRecord, cpu_seconds, stop
+from bench.processes import (
+    PerRecord,
+    cpu_seconds,
+    machine_busy_seconds,
+    stop,
+    tree_cpu_seconds,
+)
 from consumer.record import ChangeRecord
 from projections.api import BaseProjection, ProjectionSettings, Resources, Results
 from projections.sinks.postgres import GuardedUpsert, batch_transaction
@@ -67,6 +86,7 @@ PEER_REQUIREMENTS = ("async-kinesis[dynamodb]==3.0.1", "psycopg[binary]>=3.1")
 PEER_SCRIPT = ROOT / "bench" / "peers" / "async_kinesis_peer.py"
 POLL_SECONDS = 0.05
 SIDES = ("daemon", "async-kinesis batched", "async-kinesis per-record")
+SERVERS = ("kinesis-local", "replay")
 
 
 # -- the daemon's projection ------------------------------------------------------------------
@@ -189,8 +209,12 @@ class Endpoints:
     kinesis: str
     dynamodb: str
     dsn: str
-    # kinesis-local's process, whose CPU the report shows beside the client's (0: unknown).
+    # The Kinesis server's process, whose CPU the report shows beside the client's (0: unknown).
     kinesis_pid: int = 0
+    # The replay server's own URL (not the proxy's), for its GET /stats; None for kinesis-local.
+    replay_url: str | None = None
+    # PostgreSQL's postmaster, whose CPU (its backends' included) the report shows (0: unknown).
+    postgres_pid: int = 0
 
 
 @dataclass
@@ -202,7 +226,14 @@ class Measured(PerRecord):
     seconds: float
     cpu_seconds: float
     seconds_from_spawn: float
+    # The Kinesis server's CPU in the window, and from spawn to caught up.
     kinesis_cpu_seconds: float = 0.0
+    kinesis_cpu_seconds_from_spawn: float = 0.0
+    # Records the Kinesis server served from spawn to caught up.
+    records_served: int = 0
+    # PostgreSQL's CPU (every backend) and the whole machine's busy CPU, in the window.
+    postgres_cpu_seconds: float = 0.0
+    machine_busy_seconds: float = 0.0
 
 
 def ensure_peer_venv(python: str = sys.executable) -> Path:
@@ -292,8 +323,39 @@ def applied(conn: psycopg.Connection[Any]) -> int:
 
 
 def server_cpu(endpoints: Endpoints) -> float:
-    """kinesis-local's CPU seconds so far (0 when it is not ours)."""
+    """The Kinesis server's CPU seconds so far (0 when it is not ours)."""
     return cpu_seconds(endpoints.kinesis_pid) if endpoints.kinesis_pid else 0.0
+
+
+def postgres_cpu(endpoints: Endpoints) -> float:
+    """PostgreSQL's CPU seconds so far, every backend's included (0 when it is not ours)."""
+    return tree_cpu_seconds(endpoints.postgres_pid) if endpoints.postgres_pid else 0.0
+
+
+def records_served(endpoints: Endpoints) -> int:
+    """Records the replay server has served so far (0 for kinesis-local)."""
+    return (
+        kinesis_replay.stats(endpoints.replay_url)["records_served"] if endpoints.replay_url else 0
+    )
+
+
+def check_final_state(conn: psycopg.Connection[Any], events: Sequence[dict[str, Any]]) -> None:
+    """Every key's row holds its last event (version, price and body), or RuntimeError."""
+    last = {event["id"]: event for event in events}
+    rows = conn.execute(
+        sql.SQL("SELECT id, version, price, body FROM {}").format(sql.Identifier(TABLE))
+    ).fetchall()
+    stored = {row[0]: row[1:] for row in rows}
+    wrong = [
+        key
+        for key, event in last.items()
+        if stored.get(key) != (event["version"], event["price"], event)
+    ]
+    if wrong or len(stored) != len(last):
+        raise RuntimeError(
+            f"the table is not the stream's final state: {len(wrong)} of {len(last)} keys wrong "
+            f"(e.g. {wrong[:3]}), {len(stored)} rows"
+        )
 
 
 def measure(
@@ -304,11 +366,13 @@ def measure(
     log: Path,
     timeout: float,
     py_spy: Path | None = None,
+    events: Sequence[dict[str, Any]] = (),
 ) -> Measured:
     """Run one side as a child on an empty table until every record is applied.
 
-    With `py_spy`, py-spy samples the child into that file (collapsed stacks); the figures of
-    such a run include the sampling's cost to the child and are not for comparison."""
+    With `events` (the stream's), the table must then hold each key's last event. With
+    `py_spy`, py-spy samples the child into that file (collapsed stacks); the figures of such a
+    run include the sampling's cost to the child and are not for comparison."""
     create_table(endpoints.dsn)
     env = {
         **os.environ,
@@ -322,6 +386,7 @@ def measure(
         out.write(f"\n== {side}: {' '.join(argv)}\n".encode())
         out.flush()
         spawned = time.perf_counter()
+        at_spawn = (server_cpu(endpoints), records_served(endpoints))
         child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         sampler = None
         if py_spy is not None:
@@ -331,7 +396,7 @@ def measure(
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
-            first: tuple[float, float, int, float] | None = None
+            first: tuple[float, float, int, float, float, float] | None = None
             while True:
                 if child.poll() is not None:
                     raise RuntimeError(f"{side} exited with {child.returncode}; see {log}")
@@ -340,11 +405,23 @@ def measure(
                     raise RuntimeError(f"{side} did not catch up within {timeout:.0f} s")
                 done = applied(conn)
                 if done and first is None:
-                    first = (now, cpu_seconds(child.pid), done, server_cpu(endpoints))
+                    first = (now, cpu_seconds(child.pid), done, server_cpu(endpoints),
+                             postgres_cpu(endpoints), machine_busy_seconds())  # fmt: skip
                 if done >= expected and first is not None:
-                    cpu = cpu_seconds(child.pid)
+                    cpu, kinesis_cpu = cpu_seconds(child.pid), server_cpu(endpoints)
+                    postgres, busy = postgres_cpu(endpoints), machine_busy_seconds()
+                    # kinesis-local counts nothing: every record of the stream is read once.
+                    served = (
+                        records_served(endpoints) - at_spawn[1]
+                        if endpoints.replay_url
+                        else expected
+                    )
+                    if events:
+                        check_final_state(conn, events)
                     return Measured(side, expected - first[2], now - first[0], cpu - first[1],
-                                    now - spawned, server_cpu(endpoints) - first[3])  # fmt: skip
+                                    now - spawned, kinesis_cpu - first[3],
+                                    kinesis_cpu - at_spawn[0], served, postgres - first[4],
+                                    busy - first[5])  # fmt: skip
                 time.sleep(POLL_SECONDS)  # polling a child's progress, not synchronizing
         finally:
             stop(child)
@@ -355,17 +432,37 @@ def measure(
 # -- running it -------------------------------------------------------------------------------
 
 
-def start_servers(workdir: Path) -> tuple[list[Any], Endpoints]:
-    """kinesis-local, moto and a durable PostgreSQL; the handles to stop and the endpoints."""
+def start_servers(
+    workdir: Path, server: str = "kinesis-local", proxy_latency_ms: float = 0.0
+) -> tuple[list[Any], Endpoints]:
+    """The Kinesis server, moto and a durable PostgreSQL (and latency proxies in front of the
+    two AWS endpoints if asked); the handles to stop and the endpoints."""
     from bench.dynamodb_sink_bench import start_moto
     from tests.fixtures.aws import start_kinesis_local
     from tests.fixtures.postgres import start_postgres
 
-    kinesis, kinesis_url = start_kinesis_local(workdir)
+    handles: list[Any] = []
+    replay_url = None
+    if server == "replay":
+        replay, kinesis_url = kinesis_replay.start()
+        handles.append(replay)
+        kinesis_pid, replay_url = replay.pid, kinesis_url
+    else:
+        kinesis, kinesis_url = start_kinesis_local(workdir)
+        handles.append(kinesis)
+        kinesis_pid = kinesis.process.pid
     moto, moto_url = start_moto()
+    handles.append(moto)
+    if proxy_latency_ms:
+        kinesis_proxy, kinesis_url = latency_proxy.start(kinesis_url, proxy_latency_ms)
+        moto_proxy, moto_url = latency_proxy.start(moto_url, proxy_latency_ms)
+        handles += [kinesis_proxy, moto_proxy]
     postgres = start_postgres(durable=True)
-    endpoints = Endpoints(kinesis_url, moto_url, postgres.dsn, kinesis.process.pid)
-    return [kinesis, moto, postgres], endpoints
+    handles.append(postgres)
+    postmaster = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    return handles, Endpoints(
+        kinesis_url, moto_url, postgres.dsn, kinesis_pid, replay_url, postmaster
+    )
 
 
 def stop_servers(handles: list[Any]) -> None:
@@ -386,7 +483,8 @@ def run_rounds(
     client = boto3.client("kinesis", region_name=REGION, endpoint_url=endpoints.kinesis)
     stream = f"bench-kpg-{uuid.uuid4().hex[:6]}"
     create_stream(client, stream, args.shards)
-    put_events(client, stream, make_events(args.records, args.keys))
+    events = make_events(args.records, args.keys)
+    put_events(client, stream, events)
 
     def command(side: str) -> list[str]:
         # A new application (lease table, checkpointer) each time: every run reads it all.
@@ -406,7 +504,9 @@ def run_rounds(
                     f"{args.py_spy.stem}-{side.replace(' ', '-')}-{round_}.txt"
                 )
             results[side].append(
-                measure(side, command(side), endpoints, args.records, log, args.timeout, py_spy)
+                measure(
+                    side, command(side), endpoints, args.records, log, args.timeout, py_spy, events
+                )
             )
     return results
 
@@ -418,8 +518,18 @@ def median_of(runs: list[Measured]) -> dict[str, float]:
         "cpu_us_per_record": statistics.median(m.cpu_us_per_record for m in runs),
         "seconds": statistics.median(m.seconds for m in runs),
         "seconds_from_spawn": statistics.median(m.seconds_from_spawn for m in runs),
-        "kinesis_local_cpu_share": statistics.median(
+        "server_cpu_share": statistics.median(
             [m.kinesis_cpu_seconds / m.seconds for m in runs if m.seconds] or [0.0]
+        ),
+        "server_cpu_us_per_record": statistics.median(
+            m.kinesis_cpu_seconds_from_spawn / m.records_served * 1e6 if m.records_served else 0.0
+            for m in runs
+        ),
+        "postgres_cpu_us_per_record": statistics.median(
+            m.postgres_cpu_seconds / m.records * 1e6 if m.records else 0.0 for m in runs
+        ),
+        "machine_busy_cores": statistics.median(
+            m.machine_busy_seconds / m.seconds if m.seconds else 0.0 for m in runs
         ),
     }
 
@@ -428,13 +538,20 @@ def report(args: argparse.Namespace, results: dict[str, list[Measured]], version
     """A Markdown table: medians, every run's rate, and ratios against the daemon."""
     medians = {side: median_of(runs) for side, runs in results.items()}
     daemon = medians.get("daemon")
+    proxy = (
+        f", latency proxy {args.proxy_latency_ms:g} ms per AWS call"
+        if args.proxy_latency_ms
+        else ""
+    )
     lines = [
         f"kinesis_postgres: {args.records} JSON records over {args.keys} keys, {args.shards} "
-        f"shards, batch {args.batch}; medians of {args.rounds}; load {os.getloadavg()[0]:.1f}",
+        f"shards, batch {args.batch}, Kinesis server {args.server}{proxy}; medians of "
+        f"{args.rounds}; load {os.getloadavg()[0]:.1f}",
         f"peer: {versions or 'not run'}",
         "| side | records/s | each run | records in the window | s from spawn | "
-        "client CPU us/record | kinesis-local CPU | daemon's rate vs side |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        f"client CPU us/record | {args.server} CPU in the window | {args.server} CPU us/record "
+        "served | PostgreSQL CPU us/record | machine busy | daemon's rate vs side |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for side, runs in results.items():
         m = medians[side]
@@ -444,7 +561,9 @@ def report(args: argparse.Namespace, results: dict[str, list[Measured]], version
         lines.append(
             f"| {side} | {m['records_per_s']:,.0f} | {each} | {window:,.0f} | "
             f"{m['seconds_from_spawn']:.1f} | {m['cpu_us_per_record']:.1f} | "
-            f"{m['kinesis_local_cpu_share']:.0%} of a core | {ratio} |"
+            f"{m['server_cpu_share']:.0%} of a core | {m['server_cpu_us_per_record']:.1f} | "
+            f"{m['postgres_cpu_us_per_record']:.1f} | {m['machine_busy_cores']:.2f} cores | "
+            f"{ratio} |"
         )
     return "\n".join(lines)
 
@@ -463,6 +582,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=lambda text: [s.strip() for s in text.split(",")],
         default=list(SIDES),
         help=f"comma-separated, of: {', '.join(SIDES)}",
+    )
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="kinesis-local",
+        help="the Kinesis server: kinesis-local, or bench/kinesis_replay.py (pages from memory)",
+    )
+    parser.add_argument(
+        "--proxy-latency-ms",
+        type=float,
+        default=0.0,
+        help="bench/latency_proxy.py in front of Kinesis and DynamoDB, this delay per call",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
@@ -483,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peer_python = ensure_peer_venv() if peers else None
     versions = peer_versions(peer_python) if peer_python else ""
     workdir = Path(tempfile.mkdtemp(prefix="bench-kpg-"))
-    handles, endpoints = start_servers(workdir)
+    handles, endpoints = start_servers(workdir, args.server, args.proxy_latency_ms)
     try:
         results = run_rounds(args, endpoints, workdir, peer_python)
     except Exception:
@@ -497,7 +628,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             side: {"runs": [asdict(m) for m in runs], "median": median_of(runs)}
             for side, runs in results.items()
         }
-        print(json.dumps({"records": args.records, "peer": versions, "sides": out}, indent=2))
+        settings = {"records": args.records, "server": args.server,
+                    "proxy_latency_ms": args.proxy_latency_ms}  # fmt: skip
+        print(json.dumps({**settings, "peer": versions, "sides": out}, indent=2))
     else:
         print(report(args, results, versions))
     return 0
