@@ -27,6 +27,12 @@ to the real service. `--extra-latency-ms` instead sleeps in the client before ev
 simulated. Per side it also prints the client's CPU microseconds per record.
 `--parallelization-factor N` runs B with N per-key lanes in the shard
 (`polling.parallelization_factor`).
+
+`--read-model-server dynalite` puts both sides' TripSearchTables on dynalite (bench/dynalite.py,
+installed from npm on first use; behind a second latency proxy of the same delay when
+`--proxy-latency-ms` is set) instead of moto, whose CPU per UpdateItem is otherwise the limit
+of B's concurrent writes; the stream and B's lease table stay on moto. The report adds the
+read-model server's CPU, the proxies' CPU and the AWS calls per record.
 """
 
 from __future__ import annotations
@@ -36,11 +42,14 @@ import json
 import logging
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +58,7 @@ import boto3
 import structlog
 from boto3.dynamodb.types import TypeDeserializer
 
-from bench import latency_proxy
+from bench import dynalite, latency_proxy
 from bench.dynamodb_sink_bench import start_moto
 from bench.processes import PerRecord, cpu_seconds, stop
 from consumer.aws import make_client
@@ -58,7 +67,7 @@ from consumer.demo.trip_saga import create_trip_table
 from consumer.runtimes.daemon import build_daemon, run_daemon
 from consumer.runtimes.garbage_collector import tune_for_throughput
 from consumer.sources.attribute_values import to_image
-from projections.scenarios.trip_search import COMPONENTS, create_table
+from projections.scenarios.trip_search import COMPONENTS, TripSearchProjection, create_table
 
 REGION = "us-east-1"
 # Seed 001's statuses per component, including the saga's compensation states.
@@ -173,9 +182,30 @@ class CallLog:
                 self.operations[model.name] += 1
 
 
-def server_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) the moto server process has used; 0 when not ours."""
-    return 0.0 if pid is None else cpu_seconds(pid)
+@dataclass(frozen=True)
+class Servers:
+    """Where each side sends its calls, and the processes whose CPU is counted.
+
+    `endpoint` serves the stream (and B's lease table), `read_model_endpoint` the
+    TripSearchTables: both the latency proxies' URLs when there are proxies. A pid is None
+    when that process is not ours (`--endpoint-url`) or not there (no separate read-model
+    server, no proxy).
+    """
+
+    endpoint: str
+    read_model_endpoint: str
+    moto_pid: int | None
+    read_model_pid: int | None = None
+    proxy_pids: tuple[int, ...] = ()
+
+    def cpu(self) -> tuple[float, float, float]:
+        """CPU seconds so far of moto, the read-model server and the proxies together."""
+
+        def of(pid: int | None) -> float:
+            return 0.0 if pid is None else cpu_seconds(pid)
+
+        proxies = sum(of(pid) for pid in self.proxy_pids)
+        return of(self.moto_pid), of(self.read_model_pid), proxies
 
 
 @dataclass
@@ -191,23 +221,31 @@ class Result(PerRecord):
     read_model_updates: int
     other_calls: dict[str, int]
     stop_seconds: float = 0.0
+    read_model_server_cpu_seconds: float = 0.0
+    proxy_cpu_seconds: float = 0.0
+
+    @property
+    def calls_per_record(self) -> float:
+        """Every AWS call of the side (read-model writes included) per record."""
+        return (self.read_model_updates + sum(self.other_calls.values())) / self.records
 
 
 class Clock:
-    """Wall clock, this process's CPU and the server's CPU, from one start."""
+    """Wall clock, this process's CPU and the servers' CPU, from one start."""
 
-    def __init__(self, server_pid: int | None) -> None:
-        self._pid = server_pid
+    def __init__(self, servers: Servers) -> None:
+        self._servers = servers
         self._wall = time.perf_counter()
         self._cpu = time.process_time()
-        self._server = server_cpu(server_pid)
+        self._server = servers.cpu()
 
-    def read(self) -> tuple[float, float, float]:
-        """(wall s, process CPU s, server CPU s) since the start."""
+    def read(self) -> tuple[float, float, tuple[float, float, float]]:
+        """(wall s, process CPU s, (moto, read-model server, proxies) CPU s) since the start."""
+        now = self._servers.cpu()
         return (
             time.perf_counter() - self._wall,
             time.process_time() - self._cpu,
-            server_cpu(self._pid) - self._server,
+            (now[0] - self._server[0], now[1] - self._server[1], now[2] - self._server[2]),
         )
 
 
@@ -258,23 +296,24 @@ def tutorial_handle(record: Mapping[str, Any], table: Any, deserializer: TypeDes
 
 
 def run_tutorial(
-    endpoint: str,
+    servers: Servers,
     stream_arn: str,
     search_table: str,
     expected: int,
     latency_ms: float,
-    server_pid: int | None,
 ) -> Result:
     """A: read every shard from TRIM_HORIZON to its first empty page, one write per record."""
-    streams = boto3.client("dynamodbstreams", region_name=REGION, endpoint_url=endpoint)
-    resource = boto3.resource("dynamodb", region_name=REGION, endpoint_url=endpoint)
+    streams = boto3.client("dynamodbstreams", region_name=REGION, endpoint_url=servers.endpoint)
+    resource = boto3.resource(
+        "dynamodb", region_name=REGION, endpoint_url=servers.read_model_endpoint
+    )
     calls = CallLog(search_table)
     calls.watch(streams, latency_ms)
     calls.watch(resource.meta.client, latency_ms)
     table = resource.Table(search_table)
     deserializer = TypeDeserializer()
 
-    clock = Clock(server_pid)
+    clock = Clock(servers)
     read = 0
     shards = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
     for shard in shards:
@@ -289,7 +328,7 @@ def run_tutorial(
             iterator = page.get("NextShardIterator")
             if not page["Records"]:
                 break  # caught up: everything was written before the clock started
-    wall, cpu, server = clock.read()
+    wall, cpu, (moto, read_model, proxies) = clock.read()
     if read != expected:
         raise RuntimeError(f"the tutorial read {read} records, expected {expected}")
     return Result(
@@ -297,9 +336,11 @@ def run_tutorial(
         read,
         wall,
         cpu,
-        server,
+        moto,
         calls.read_model_updates,
         dict(calls.operations),
+        read_model_server_cpu_seconds=read_model,
+        proxy_cpu_seconds=proxies,
     )
 
 
@@ -307,12 +348,11 @@ def run_tutorial(
 
 
 def run_projector(
-    endpoint: str,
+    servers: Servers,
     trip_table: str,
     search_table: str,
     expected: int,
     latency_ms: float,
-    server_pid: int | None,
     timeout: float,
     lanes: int = 1,
 ) -> Result:
@@ -321,29 +361,27 @@ def run_projector(
         None,
         application=f"bench-e2e-{uuid.uuid4().hex[:6]}",
         source={"kind": "dynamodb", "table": trip_table},
-        aws={"endpoint_url": endpoint, "region": REGION},
+        aws={"endpoint_url": servers.endpoint, "region": REGION},
         http={"host": "127.0.0.1", "port": 0},
         polling={**POLLING, "parallelization_factor": lanes},
         leases=LEASES,
-        projections=[
-            {
-                "name": "trip_search",
-                "class": "projections.scenarios.trip_search:TripSearchProjection",
-                "settings": {"table": search_table},
-            }
-        ],
     )
-    daemon = build_daemon(settings)
+    # The projection as `[[projections]]` would build it (the default max_workers), but on a
+    # client of its own (the daemon's client configuration) so that the read model can be on
+    # another server than the stream.
+    read_model = make_client("dynamodb", region=REGION, endpoint_url=servers.read_model_endpoint)
+    projection = TripSearchProjection(read_model, table=search_table)
+    daemon = build_daemon(settings, projections=[projection])
     tune_for_throughput()  # as `stream-projector run` does once start-up is done
     calls = CallLog(search_table)
-    for service in ("dynamodb", "dynamodbstreams"):
-        calls.watch(daemon.resources.aws_client(service), latency_ms)
+    for client in (*map(daemon.resources.aws_client, ("dynamodb", "dynamodbstreams")), read_model):
+        calls.watch(client, latency_ms)
     # The lease table exists in steady state, as the read models do; creating it is setup.
     daemon.store.ensure_table()
     calls.operations.clear()
 
-    clock = Clock(server_pid)
-    caught: list[tuple[float, float, float]] = []
+    clock = Clock(servers)
+    caught: list[tuple[float, float, tuple[float, float, float]]] = []
     timed_out = [False]
 
     def until() -> bool:
@@ -361,7 +399,7 @@ def run_projector(
     stopped = clock.read()[0]
     if timed_out[0]:
         raise RuntimeError(f"the daemon did not catch up within {timeout:.0f} s")
-    wall, cpu, server = caught[0]
+    wall, cpu, (moto, read_model_cpu, proxies) = caught[0]
     return Result(
         "B stream-projector (daemon)",
         # Caught up means every record up to the tip was applied; the read-model comparison
@@ -369,10 +407,12 @@ def run_projector(
         expected,
         wall,
         cpu,
-        server,
+        moto,
         calls.read_model_updates,
         dict(calls.operations),
         stop_seconds=stopped - caught[-1][0],
+        read_model_server_cpu_seconds=read_model_cpu,
+        proxy_cpu_seconds=proxies,
     )
 
 
@@ -390,6 +430,52 @@ def business_view(client: Any, table: str) -> dict[str, dict[str, str]]:
     return documents
 
 
+# -- the servers ------------------------------------------------------------------------------
+
+
+@contextmanager
+def servers_for(args: argparse.Namespace) -> Iterator[tuple[Servers, str, str]]:
+    """moto (unless --endpoint-url), dynalite if asked, and a latency proxy in front of each.
+
+    Yields the sides' Servers and the direct URLs of moto and of the read-model server (for
+    setup and the comparison, which add no latency); every process is stopped at the end.
+    """
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        if args.endpoint_url:
+            moto_pid, moto_url = None, args.endpoint_url
+        else:
+            process, moto_url = start_moto()
+            children.append(process)
+            moto_pid = process.pid
+        read_model_pid, read_model_url = None, moto_url
+        if args.read_model_server == "dynalite":
+            process, read_model_url = dynalite.start()
+            children.append(process)
+            read_model_pid = process.pid
+        endpoint, read_model_endpoint = moto_url, read_model_url
+        proxy_pids: list[int] = []
+        if args.proxy_latency_ms:
+            # One proxy per server, the same delay: a call to either pays one round trip.
+            proxy, endpoint = latency_proxy.start(moto_url, args.proxy_latency_ms)
+            children.append(proxy)
+            proxy_pids.append(proxy.pid)
+            read_model_endpoint = endpoint
+            if read_model_pid is not None:
+                proxy, read_model_endpoint = latency_proxy.start(
+                    read_model_url, args.proxy_latency_ms
+                )
+                children.append(proxy)
+                proxy_pids.append(proxy.pid)
+        servers = Servers(
+            endpoint, read_model_endpoint, moto_pid, read_model_pid, tuple(proxy_pids)
+        )
+        yield servers, moto_url, read_model_url
+    finally:
+        for child in reversed(children):
+            stop(child)
+
+
 # -- the report -------------------------------------------------------------------------------
 
 
@@ -399,7 +485,7 @@ def latency_label(args: argparse.Namespace) -> str:
         return f"{args.proxy_latency_ms:g} ms SIMULATED latency per AWS call (latency proxy)"
     if args.extra_latency_ms:
         return f"{args.extra_latency_ms:g} ms SIMULATED latency per AWS request (sleep, both sides)"
-    return "no added latency (moto on loopback)"
+    return "no added latency (servers on loopback)"
 
 
 def report_lines(args: argparse.Namespace, a: Result, b: Result, same: bool) -> list[str]:
@@ -413,17 +499,26 @@ def report_lines(args: argparse.Namespace, a: Result, b: Result, same: bool) -> 
     def others(result: Result) -> str:
         return ", ".join(f"{op} {n}" for op, n in sorted(result.other_calls.items()))
 
+    servers = [row("CPU s, moto server", a.server_cpu_seconds, b.server_cpu_seconds, ".2f")]
+    if args.read_model_server == "dynalite":
+        a_cpu, b_cpu = a.read_model_server_cpu_seconds, b.read_model_server_cpu_seconds
+        servers.append(row("CPU s, dynalite (read model)", a_cpu, b_cpu, ".2f"))
+    if args.proxy_latency_ms:
+        servers.append(
+            row("CPU s, latency proxies", a.proxy_cpu_seconds, b.proxy_cpu_seconds, ".2f")
+        )
     return [
         f"end_to_end: {args.changes} changes over {args.trips} trips (scenario 1, "
-        f"TripTable stream -> TripSearchTable); {latency}; "
-        f"B's parallelization_factor {args.parallelization_factor}",
+        f"TripTable stream -> TripSearchTable); {latency}; read model on "
+        f"{args.read_model_server}; B's parallelization_factor {args.parallelization_factor}",
         f"  {'':<36} {'A tutorials':>12} {'B daemon':>12} {'B/A':>8}",
         row("wall s, start to caught up", a.seconds, b.seconds, ".2f"),
         row("records/s", a.rate, b.rate, ",.0f"),
         row("UpdateItem calls on the read model", a.read_model_updates, b.read_model_updates, "d"),
+        row("AWS calls per record, all", a.calls_per_record, b.calls_per_record, ".3f"),
         row("CPU s, this process", a.cpu_seconds, b.cpu_seconds, ".2f"),
         row("client CPU us/record", a.cpu_us_per_record, b.cpu_us_per_record, ",.0f"),
-        row("CPU s, moto server", a.server_cpu_seconds, b.server_cpu_seconds, ".2f"),
+        *servers,
         f"  other AWS calls A: {others(a)}",
         f"  other AWS calls B: {others(b)}",
         f"  B's graceful stop after caught up: {b.stop_seconds:.2f} s (not in its wall time)",
@@ -449,6 +544,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="B's per-key lanes in the shard (polling.parallelization_factor, 1-10)",
     )
+    parser.add_argument(
+        "--read-model-server",
+        choices=("moto", "dynalite"),
+        default="moto",
+        help="where the TripSearchTables live: moto, with the stream (default), or dynalite "
+        "(npm, installed into .bench-tools on first use), whose CPU per write is a fraction "
+        "of moto's; the stream and B's leases stay on moto",
+    )
     parser.add_argument("--endpoint-url", help="use this moto endpoint instead of starting one")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
@@ -460,39 +563,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.proxy_latency_ms and args.extra_latency_ms:
         parser.error("choose one of --proxy-latency-ms and --extra-latency-ms")
-    process, endpoint = (None, args.endpoint_url) if args.endpoint_url else start_moto()
-    pid = process.pid if process is not None else None
-    proxy, sides_endpoint = None, endpoint
     try:
-        if args.proxy_latency_ms:
-            proxy, sides_endpoint = latency_proxy.start(endpoint, args.proxy_latency_ms)
-        client = make_client("dynamodb", region=REGION, endpoint_url=endpoint)
-        suffix = uuid.uuid4().hex[:6]
-        trip_table = f"TripTable-{suffix}"
-        search_a, search_b = f"TripSearch-A-{suffix}", f"TripSearch-B-{suffix}"
-        create_trip_table(client, trip_table)
-        for table in (search_a, search_b):
-            create_table(client, table)
-        write_changes(client, trip_table, make_changes(args.changes, args.trips))
-        arn = client.describe_table(TableName=trip_table)["Table"]["LatestStreamArn"]
+        with servers_for(args) as (servers, moto_url, read_model_url):
+            client = make_client("dynamodb", region=REGION, endpoint_url=moto_url)
+            read_model = make_client("dynamodb", region=REGION, endpoint_url=read_model_url)
+            suffix = uuid.uuid4().hex[:6]
+            trip_table = f"TripTable-{suffix}"
+            search_a, search_b = f"TripSearch-A-{suffix}", f"TripSearch-B-{suffix}"
+            create_trip_table(client, trip_table)
+            for table in (search_a, search_b):
+                create_table(read_model, table)
+            # The whole input is in the stream before either side starts.
+            write_changes(client, trip_table, make_changes(args.changes, args.trips))
+            arn = client.describe_table(TableName=trip_table)["Table"]["LatestStreamArn"]
 
-        a = run_tutorial(sides_endpoint, arn, search_a, args.changes, args.extra_latency_ms, pid)
-        b = run_projector(
-            sides_endpoint,
-            trip_table,
-            search_b,
-            args.changes,
-            args.extra_latency_ms,
-            pid,
-            args.timeout,
-            args.parallelization_factor,
-        )
-        view_a, view_b = business_view(client, search_a), business_view(client, search_b)
-        same = view_a == view_b
-    finally:
-        for child in (proxy, process):
-            if child is not None:
-                stop(child)
+            latency = args.extra_latency_ms
+            a = run_tutorial(servers, arn, search_a, args.changes, latency)
+            b = run_projector(
+                servers,
+                trip_table,
+                search_b,
+                args.changes,
+                latency,
+                args.timeout,
+                args.parallelization_factor,
+            )
+            view_a = business_view(read_model, search_a)
+            view_b = business_view(read_model, search_b)
+            same = view_a == view_b
+    except dynalite.DynaliteUnavailable as error:
+        print(f"bench end_to_end: {error}", file=sys.stderr)
+        return 1
 
     if args.json:
         print(
@@ -503,15 +604,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "simulated_latency_ms": args.extra_latency_ms,
                     "proxy_latency_ms": args.proxy_latency_ms,
                     "parallelization_factor": args.parallelization_factor,
+                    "read_model_server": args.read_model_server,
                     "A": {
                         **asdict(a),
                         "records_per_s": a.rate,
                         "cpu_us_per_record": a.cpu_us_per_record,
+                        "calls_per_record": a.calls_per_record,
                     },
                     "B": {
                         **asdict(b),
                         "records_per_s": b.rate,
                         "cpu_us_per_record": b.cpu_us_per_record,
+                        "calls_per_record": b.calls_per_record,
                     },
                     "speedup_b_over_a": b.rate / a.rate,
                     "documents": [len(view_a), len(view_b)],
