@@ -159,6 +159,7 @@ class CallLog:
     read_model: str
     operations: Counter[str] = field(default_factory=Counter)
     read_model_updates: int = 0
+    get_records_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def watch(self, client: Any, latency_ms: float) -> None:
@@ -166,6 +167,9 @@ class CallLog:
         service = client.meta.service_model.service_id.hyphenize()
         # before-parameter-build sees the caller's parameters (TableName), once per call.
         client.meta.events.register(f"before-parameter-build.{service}", self._count)
+        # How long the side waited for its pages: the source server's share of its time.
+        client.meta.events.register(f"before-call.{service}.GetRecords", self._call_started)
+        client.meta.events.register(f"after-call.{service}.GetRecords", self._call_ended)
         if latency_ms > 0:
             # The same stand-in for a network round trip as bench/dynamodb_sink_bench.py's
             # add_latency, registered per service so the streams client pays it too.
@@ -180,6 +184,14 @@ class CallLog:
                 self.read_model_updates += 1
             else:
                 self.operations[model.name] += 1
+
+    def _call_started(self, context: dict[str, Any], **_: Any) -> None:
+        context["bench_started"] = time.perf_counter()
+
+    def _call_ended(self, context: dict[str, Any], **_: Any) -> None:
+        seconds = time.perf_counter() - context["bench_started"]
+        with self._lock:
+            self.get_records_seconds += seconds
 
 
 @dataclass(frozen=True)
@@ -223,6 +235,7 @@ class Result(PerRecord):
     stop_seconds: float = 0.0
     read_model_server_cpu_seconds: float = 0.0
     proxy_cpu_seconds: float = 0.0
+    get_records_seconds: float = 0.0
 
     @property
     def calls_per_record(self) -> float:
@@ -341,6 +354,7 @@ def run_tutorial(
         dict(calls.operations),
         read_model_server_cpu_seconds=read_model,
         proxy_cpu_seconds=proxies,
+        get_records_seconds=calls.get_records_seconds,
     )
 
 
@@ -413,6 +427,7 @@ def run_projector(
         stop_seconds=stopped - caught[-1][0],
         read_model_server_cpu_seconds=read_model_cpu,
         proxy_cpu_seconds=proxies,
+        get_records_seconds=calls.get_records_seconds,
     )
 
 
@@ -516,6 +531,7 @@ def report_lines(args: argparse.Namespace, a: Result, b: Result, same: bool) -> 
         row("records/s", a.rate, b.rate, ",.0f"),
         row("UpdateItem calls on the read model", a.read_model_updates, b.read_model_updates, "d"),
         row("AWS calls per record, all", a.calls_per_record, b.calls_per_record, ".3f"),
+        row("GetRecords s, sum of call times", a.get_records_seconds, b.get_records_seconds, ".2f"),
         row("CPU s, this process", a.cpu_seconds, b.cpu_seconds, ".2f"),
         row("client CPU us/record", a.cpu_us_per_record, b.cpu_us_per_record, ",.0f"),
         *servers,
