@@ -182,13 +182,16 @@ def read_model(client: Any, table: str) -> dict[str, dict[str, Any]]:
     return documents
 
 
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    """A moto server in its own process, so its CPU is not the benchmark's."""
+def start_moto(module: str = "moto.server") -> tuple[subprocess.Popen[bytes], str]:
+    """A moto server in its own process, so its CPU is not the benchmark's.
+
+    `module` runs moto.server's command line (bench.moto_json_pages: GetRecords by json.dumps).
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

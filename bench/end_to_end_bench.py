@@ -28,6 +28,9 @@ simulated. Per side it also prints the client's CPU microseconds per record.
 `--parallelization-factor N` runs B with N per-key lanes in the shard
 (`polling.parallelization_factor`).
 
+`--stream-pages json` starts moto through bench/moto_json_pages.py, which writes GetRecords
+pages with json.dumps instead of moto's serializer (the same records; the serializer's CPU per
+page is otherwise the limit of B's reading).
 `--read-model-server dynalite` puts both sides' TripSearchTables on dynalite (bench/dynalite.py,
 installed from npm on first use; behind a second latency proxy of the same delay when
 `--proxy-latency-ms` is set) instead of moto, whose CPU per UpdateItem is otherwise the limit
@@ -460,7 +463,8 @@ def servers_for(args: argparse.Namespace) -> Iterator[tuple[Servers, str, str]]:
         if args.endpoint_url:
             moto_pid, moto_url = None, args.endpoint_url
         else:
-            process, moto_url = start_moto()
+            module = "bench.moto_json_pages" if args.stream_pages == "json" else "moto.server"
+            process, moto_url = start_moto(module)
             children.append(process)
             moto_pid = process.pid
         read_model_pid, read_model_url = None, moto_url
@@ -524,8 +528,9 @@ def report_lines(args: argparse.Namespace, a: Result, b: Result, same: bool) -> 
         )
     return [
         f"end_to_end: {args.changes} changes over {args.trips} trips (scenario 1, "
-        f"TripTable stream -> TripSearchTable); {latency}; read model on "
-        f"{args.read_model_server}; B's parallelization_factor {args.parallelization_factor}",
+        f"TripTable stream -> TripSearchTable); {latency}; stream pages by "
+        f"{args.stream_pages}; read model on {args.read_model_server}; "
+        f"B's parallelization_factor {args.parallelization_factor}",
         f"  {'':<36} {'A tutorials':>12} {'B daemon':>12} {'B/A':>8}",
         row("wall s, start to caught up", a.seconds, b.seconds, ".2f"),
         row("records/s", a.rate, b.rate, ",.0f"),
@@ -568,6 +573,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(npm, installed into .bench-tools on first use), whose CPU per write is a fraction "
         "of moto's; the stream and B's leases stay on moto",
     )
+    parser.add_argument(
+        "--stream-pages",
+        choices=("moto", "json"),
+        default="moto",
+        help="how the moto it starts writes GetRecords pages: with moto's own serializer "
+        "(default; 1.7-2.4 s of CPU per 1,000 records) or json (bench/moto_json_pages.py: "
+        "json.dumps of the same records)",
+    )
     parser.add_argument("--endpoint-url", help="use this moto endpoint instead of starting one")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
@@ -579,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.proxy_latency_ms and args.extra_latency_ms:
         parser.error("choose one of --proxy-latency-ms and --extra-latency-ms")
+    if args.stream_pages == "json" and args.endpoint_url:
+        parser.error("--stream-pages json starts its own moto: leave out --endpoint-url")
     try:
         with servers_for(args) as (servers, moto_url, read_model_url):
             client = make_client("dynamodb", region=REGION, endpoint_url=moto_url)
@@ -621,6 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "proxy_latency_ms": args.proxy_latency_ms,
                     "parallelization_factor": args.parallelization_factor,
                     "read_model_server": args.read_model_server,
+                    "stream_pages": args.stream_pages,
                     "A": {
                         **asdict(a),
                         "records_per_s": a.rate,

@@ -1,19 +1,24 @@
-"""The end-to-end benchmark's dynalite read model still works, at a tiny size (no timing)."""
+"""The end-to-end benchmark's dynalite read model and JSON stream pages still work (no timing)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+from moto.server import ThreadedMotoServer
 
-from bench import dynalite, latency_proxy
-from bench.end_to_end_bench import REGION, main
+from bench import dynalite, latency_proxy, moto_json_pages
+from bench.end_to_end_bench import REGION, main, make_changes, write_changes
 from bench.processes import stop
 from consumer.aws import make_client
+from consumer.demo.trip_saga import create_trip_table
 from projections.scenarios.trip_search import create_table
 from projections.sinks.dynamodb import DynamoDBSink, GuardedUpdate
+from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +80,40 @@ def test_without_npm_the_benchmark_says_so_in_one_line(
     error = capsys.readouterr().err
     assert code == 1
     assert error.count("\n") == 1 and "install them (Debian: apt-get install nodejs npm)" in error
+
+
+def test_json_pages_parse_to_what_motos_serializer_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        dynamodb, streams = (make_client(s, REGION, url) for s in ("dynamodb", "dynamodbstreams"))
+        create_trip_table(dynamodb, "TripTable-pages")
+        write_changes(dynamodb, "TripTable-pages", make_changes(60, 10))
+        arn = dynamodb.describe_table(TableName="TripTable-pages")["Table"]["LatestStreamArn"]
+        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
+
+        def page() -> dict[str, Any]:
+            iterator = streams.get_shard_iterator(
+                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            bodies: list[bytes] = []
+            event = "after-call.dynamodb-streams.GetRecords"
+            keep = lambda http_response, **_: bodies.append(http_response.content)  # noqa: E731
+            streams.meta.events.register(event, keep)
+            streams.get_records(ShardIterator=iterator)
+            streams.meta.events.unregister(event, keep)
+            body: dict[str, Any] = json.loads(bodies[0])
+            body.pop("NextShardIterator")  # a new iterator each call
+            return body
+
+        by_moto = page()
+        monkeypatch.setattr(DynamoDBStreamsHandler, "get_records", moto_json_pages.get_records)
+        by_json = page()
+    finally:
+        server.stop()
+    assert len(by_json["Records"]) == 60
+    assert by_json == by_moto
