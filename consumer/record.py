@@ -25,9 +25,13 @@ def position_of(sequence_number: str, sub_sequence_number: int = 0) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made building
+# a ChangeRecord (one per record, on the hot path) about 2 us slower (bench/records_bench.py).
+# Records are read-only by contract all the same: one object goes to every projection, to each
+# retry and to its dead letter, so a projection that changed it would change what they see.
+@dataclass(slots=True)
 class ChangeRecord:
-    """One item-level change, whatever the stream and wire format it came from.
+    """One item-level change, whatever the stream and wire format it came from; read-only.
 
     Images hold plain Python values: str, int (integral numbers), Decimal (others), bytes,
     bool, None, list, dict, set/frozenset for DynamoDB sets. `raw` is the record exactly as
@@ -63,7 +67,7 @@ class ChangeRecord:
         return self.new_image if self.new_image is not None else self.old_image
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, like ChangeRecord, and read-only the same way
 class RawRecord:
     """A record as fetched from a shard, before decoding: what the shard loop checkpoints by."""
 

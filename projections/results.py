@@ -69,6 +69,10 @@ class Counts:
         return self.applied + self.stale + self.filtered + self.failed
 
 
+# How Results keeps one record's outcome: (record, outcome, error).
+_Entry = tuple[ChangeRecord, Outcome, BaseException | None]
+
+
 class Results:
     """Outcomes per record of one `apply` call; a later outcome for a record replaces one before.
 
@@ -78,10 +82,12 @@ class Results:
     __slots__ = ("_by_record",)
 
     def __init__(self, results: Iterable[RecordResult] = ()) -> None:
-        # Keyed by id(): each RecordResult holds its record, so no id is reused meanwhile.
-        self._by_record: dict[int, RecordResult] = {}
+        # Keyed by id(); each entry holds its record, so no id is reused meanwhile. Entries are
+        # plain (record, outcome, error) tuples, made per record on the hot path: a RecordResult
+        # per record cost about 1 us more (bench/records_bench.py); they are built when asked.
+        self._by_record: dict[int, _Entry] = {}
         for result in results:
-            self._by_record[id(result.record)] = result
+            self._by_record[id(result.record)] = (result.record, result.outcome, result.error)
 
     @classmethod
     def of(
@@ -91,27 +97,29 @@ class Results:
         error: BaseException | None = None,
     ) -> Results:
         """The same outcome for every record (a transaction that committed, or failed whole)."""
-        return cls(RecordResult(record, outcome, error) for record in records)
+        _check(outcome, error)
+        results = cls()
+        results._by_record = {id(record): (record, outcome, error) for record in records}
+        return results
 
     def add(
         self, record: ChangeRecord, outcome: Outcome, error: BaseException | None = None
     ) -> None:
         """Record `record`'s outcome; FAILED needs the error that explains it."""
-        if (outcome is Outcome.FAILED) != (error is not None):
-            raise ValueError("an error goes with the FAILED outcome and only with it")
-        self._by_record[id(record)] = RecordResult(record, outcome, error)
+        _check(outcome, error)
+        self._by_record[id(record)] = (record, outcome, error)
 
     def applied(self, record: ChangeRecord) -> None:
         """Its change took effect."""
-        self.add(record, Outcome.APPLIED)
+        self._by_record[id(record)] = (record, Outcome.APPLIED, None)
 
     def stale(self, record: ChangeRecord) -> None:
         """The guard refused it: the read model already holds this change or a newer one."""
-        self.add(record, Outcome.STALE)
+        self._by_record[id(record)] = (record, Outcome.STALE, None)
 
     def filtered(self, record: ChangeRecord) -> None:
         """It is not for this projection."""
-        self.add(record, Outcome.FILTERED)
+        self._by_record[id(record)] = (record, Outcome.FILTERED, None)
 
     def failed(self, record: ChangeRecord, error: BaseException) -> None:
         """It did not take effect because of `error` (classified like a raised one)."""
@@ -124,10 +132,16 @@ class Results:
 
     def get(self, record: ChangeRecord) -> RecordResult | None:
         """The outcome of `record`, or None when the projection did not report it."""
-        return self._by_record.get(id(record))
+        entry = self._by_record.get(id(record))
+        return None if entry is None else RecordResult(*entry)
+
+    def outcome(self, record: ChangeRecord) -> Outcome | None:
+        """Only the outcome of `record` (None when not reported): `get` without building it."""
+        entry = self._by_record.get(id(record))
+        return None if entry is None else entry[1]
 
     def __iter__(self) -> Iterator[RecordResult]:
-        return iter(self._by_record.values())
+        return (RecordResult(*entry) for entry in self._by_record.values())
 
     def __len__(self) -> int:
         return len(self._by_record)
@@ -138,8 +152,8 @@ class Results:
     def counts(self) -> Counts:
         """How many records had each outcome."""
         tally = dict.fromkeys(Outcome, 0)
-        for result in self._by_record.values():
-            tally[result.outcome] += 1
+        for _, outcome, _ in self._by_record.values():
+            tally[outcome] += 1
         return Counts(
             tally[Outcome.APPLIED],
             tally[Outcome.STALE],
@@ -149,7 +163,9 @@ class Results:
 
     def failures(self) -> list[RecordResult]:
         """The records that failed, in the order they were reported."""
-        return [result for result in self._by_record.values() if not result.settled]
+        return [
+            RecordResult(*entry) for entry in self._by_record.values() if entry[1] not in SETTLED
+        ]
 
     def errors_for(self, records: Sequence[ChangeRecord], projection: str) -> list[BaseException]:
         """Why some of `records` are not settled, in record order: empty when all are.
@@ -160,12 +176,13 @@ class Results:
         """
         errors: dict[int, BaseException] = {}
         missing: ChangeRecord | None = None
+        by_record = self._by_record
         for record in records:
-            result = self.get(record)
-            if result is None:
+            entry = by_record.get(id(record))
+            if entry is None:
                 missing = missing or record
-            elif result.error is not None:
-                errors.setdefault(id(result.error), result.error)
+            elif entry[2] is not None:
+                errors.setdefault(id(entry[2]), entry[2])
         if errors or missing is None:
             return list(errors.values())
         return [
@@ -173,3 +190,8 @@ class Results:
                 f"projection {projection} reported no outcome for record {missing.sequence_number}"
             )
         ]
+
+
+def _check(outcome: Outcome, error: BaseException | None) -> None:
+    if (outcome is Outcome.FAILED) != (error is not None):
+        raise ValueError("an error goes with the FAILED outcome and only with it")

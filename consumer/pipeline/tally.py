@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from consumer.record import ChangeRecord
-from projections.results import Counts, Outcome, Results
+from projections.results import SETTLED, Counts, Outcome, Results
 
 # Called with the outcomes settled by one attempt (or one dead letter), as they happen.
 CountsHook = Callable[[Counts], None]
@@ -26,13 +26,14 @@ class Tally:
     def settle(self, results: Results, records: Sequence[ChangeRecord]) -> None:
         """Take the final outcomes `results` gives `records`; records settled before keep theirs."""
         new = dict.fromkeys(Outcome, 0)
+        settled = self._settled
         for record in records:
-            if id(record) in self._settled:
+            if id(record) in settled:
                 continue
-            result = results.get(record)
-            if result is not None and result.settled:
-                self._settled[id(record)] = result.outcome
-                new[result.outcome] += 1
+            outcome = results.outcome(record)
+            if outcome is not None and outcome in SETTLED:
+                settled[id(record)] = outcome
+                new[outcome] += 1
         if any(new.values()):
             self._on_settled(
                 Counts(new[Outcome.APPLIED], new[Outcome.STALE], new[Outcome.FILTERED])
