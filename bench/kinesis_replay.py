@@ -281,7 +281,8 @@ class Replay:
         stop = min(position + limit, count)
         if stop > position:  # at most 10 MB a page, and at least one record
             stop = min(stop, max(bisect.bisect_right(ends, start + PAGE_BYTES), position + 1))
-        records = bytes(shard.wire[start : ends[stop - 1]]) if stop > position else b""
+        # A bytearray slice is one copy; join takes it as it is.
+        records = shard.wire[start : ends[stop - 1]] if stop > position else b""
         now_ms = int(time.time() * 1000)
         behind = max(0, now_ms - shard.arrivals[stop]) if stop < count else 0
         with self.lock:
