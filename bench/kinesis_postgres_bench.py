@@ -35,6 +35,10 @@ PostgreSQL and the Kinesis server (moto, other engineers' work). Once caught up,
 key's row must hold its last event (version, price, body), or the run fails. Sides alternate
 within each round; the figures are medians over `--rounds`.
 
+`--baseline-root DIR` adds the side `daemon baseline`: the daemon of another checkout (say a
+git worktree of an older commit), run with this checkout's servers, config and projection,
+alternating with `daemon` in every round, so a change to the daemon is measured side by side.
+
 `--proxy-latency-ms L` puts bench/latency_proxy.py (its own process, no CPU work) between the
 sides and both AWS endpoints (Kinesis, DynamoDB), so every call waits L ms more: the network.
 
@@ -87,6 +91,8 @@ PEER_REQUIREMENTS = ("async-kinesis[dynamodb]==3.0.1", "psycopg[binary]>=3.1")
 PEER_SCRIPT = ROOT / "bench" / "peers" / "async_kinesis_peer.py"
 POLL_SECONDS = 0.05
 SIDES = ("daemon", "async-kinesis batched", "async-kinesis per-record")
+# With --baseline-root: the daemon of another checkout, measured beside this one.
+BASELINE = "daemon baseline"
 SERVERS = ("kinesis-local", "replay")
 
 
@@ -294,6 +300,17 @@ table = "{TABLE}"
     return [sys.executable, "-m", "consumer", "run", "--config", str(config)]
 
 
+def baseline_command(root: Path, daemon_argv: list[str]) -> list[str]:
+    """`daemon_argv` run with the consumer (and bench) packages of the checkout at `root`."""
+    config = daemon_argv[-1]
+    code = (
+        f"import runpy, sys; sys.path.insert(0, {str(root.resolve())!r}); "
+        f"sys.argv = ['consumer', 'run', '--config', {config!r}]; "
+        "runpy.run_module('consumer', run_name='__main__')"
+    )
+    return [sys.executable, "-c", code]
+
+
 def peer_command(
     peer_python: Path, mode: str, endpoints: Endpoints, stream: str, batch: int
 ) -> list[str]:
@@ -498,6 +515,8 @@ def run_rounds(
         # A new application (lease table, checkpointer) each time: every run reads it all.
         if side == "daemon":
             return daemon_command(endpoints, stream, workdir)
+        if side == BASELINE:
+            return baseline_command(args.baseline_root, daemon_command(endpoints, stream, workdir))
         assert peer_python is not None
         mode = side.removeprefix("async-kinesis ")
         return peer_command(peer_python, mode, endpoints, stream, args.batch)
@@ -616,14 +635,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sample each side with py-spy (on PATH) into FILE-<side>-<round>.txt, collapsed "
         "stacks; figures of such a run are not for comparison",
     )
+    parser.add_argument(
+        "--baseline-root",
+        type=Path,
+        metavar="DIR",
+        help=f"also run another checkout's daemon (e.g. a git worktree of an older commit) as "
+        f"the side {BASELINE!r}, alternating with this one",
+    )
     args = parser.parse_args(argv)
-    if unknown := set(args.sides) - set(SIDES):
+    if args.baseline_root is not None:
+        if not (args.baseline_root / "consumer" / "__main__.py").is_file():
+            root = args.baseline_root
+            parser.error(f"--baseline-root: {root} is not a stream-projector checkout")
+        args.sides = [*args.sides, BASELINE]
+    if unknown := set(args.sides) - {*SIDES, BASELINE}:
         parser.error(f"--sides: unknown {sorted(unknown)}; choose from {', '.join(SIDES)}")
     # The emulators accept any credentials; never reach a real account from a benchmark.
     for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
                         ("AWS_DEFAULT_REGION", REGION)):  # fmt: skip
         os.environ.setdefault(name, value)
-    peers = any(side != "daemon" for side in args.sides)
+    peers = any(side not in ("daemon", BASELINE) for side in args.sides)
     peer_python = ensure_peer_venv() if peers else None
     versions = peer_versions(peer_python) if peer_python else ""
     workdir = Path(tempfile.mkdtemp(prefix="bench-kpg-"))

@@ -3,6 +3,7 @@ tiny size (no timing)."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from bench.kinesis_postgres_bench import (
     REGION,
     TABLE,
     Endpoints,
+    baseline_command,
     check_final_state,
     create_stream,
     create_table,
     daemon_command,
+    main,
     make_events,
     measure,
     put_events,
@@ -74,3 +77,26 @@ def test_a_wrong_row_fails_the_final_state_check(pg_dsn: str) -> None:
         conn.execute(f"UPDATE {TABLE} SET price = price + 1 WHERE id = %s", (events[4]["id"],))
         with pytest.raises(RuntimeError, match="1 of 3 keys wrong"):
             check_final_state(conn, events)
+
+
+def test_the_baseline_side_runs_the_other_checkouts_daemon(tmp_path: Path) -> None:
+    # A stand-in checkout whose `python -m consumer` only says where it came from.
+    package = tmp_path / "consumer"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        "import sys\nprint('baseline consumer', __file__, sys.argv[1:])\n"
+    )
+    argv = baseline_command(tmp_path, ["python", "-m", "consumer", "run", "--config", "x.toml"])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.startswith(f"baseline consumer {package / '__main__.py'}")
+    assert "['run', '--config', 'x.toml']" in done.stdout
+
+
+def test_a_baseline_root_that_is_no_checkout_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--baseline-root", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "is not a stream-projector checkout" in capsys.readouterr().err
