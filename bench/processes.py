@@ -71,7 +71,8 @@ def _children(pid: int) -> list[int]:
 
 
 def machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine has spent busy (not idle, not waiting on I/O)."""
+    """CPU seconds every core of the machine has spent busy (not idle, not waiting on I/O);
+    time the VM's host took away (steal) counts as busy."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]
     # guest time (9th, 10th) is already counted in user and nice.
