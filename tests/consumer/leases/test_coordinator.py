@@ -61,6 +61,17 @@ def shards(*ids: str) -> list[ShardInfo]:
     return [ShardInfo(shard_id) for shard_id in ids]
 
 
+def two_workers_on_eight_shards(
+    store: DynamoDBLeaseStore, **b_options: Any
+) -> tuple[FakeClock, LeaseCoordinator, LeaseCoordinator]:
+    """worker-a and worker-b on one clock, 8 leases created and none taken yet."""
+    clock = FakeClock()
+    a = coordinator(store, "worker-a", clock)
+    b = coordinator(store, "worker-b", clock, **b_options)
+    a.ensure_leases(shards(*(f"shard-{n}" for n in range(8))), SENTINEL_TRIM_HORIZON)
+    return clock, a, b
+
+
 def take_share(worker: LeaseCoordinator, clock: FakeClock) -> None:
     """Two takes: the first claims one lease (so others see this worker), the second its share."""
     worker.tick()
@@ -193,10 +204,7 @@ def test_two_workers_converge_to_two_leases_each(store: DynamoDBLeaseStore) -> N
 def test_two_workers_starting_together_split_eight_leases_four_four_without_stealing(
     store: DynamoDBLeaseStore,
 ) -> None:
-    clock = FakeClock()
-    a = coordinator(store, "worker-a", clock)
-    b = coordinator(store, "worker-b", clock)
-    a.ensure_leases(shards(*(f"shard-{n}" for n in range(8))), SENTINEL_TRIM_HORIZON)
+    clock, a, b = two_workers_on_eight_shards(store)
     with capture_logs() as logs:
         a.tick()
         b.tick()
@@ -237,10 +245,7 @@ def test_a_lone_worker_takes_its_share_a_second_after_its_first_lease_not_a_take
 def test_workers_starting_half_a_second_apart_split_four_four_without_stealing(
     store: DynamoDBLeaseStore,
 ) -> None:
-    clock = FakeClock()
-    a = coordinator(store, "worker-a", clock)
-    b = coordinator(store, "worker-b", clock)
-    a.ensure_leases(shards(*(f"shard-{n}" for n in range(8))), SENTINEL_TRIM_HORIZON)
+    clock, a, b = two_workers_on_eight_shards(store)
     with capture_logs() as logs:
         a.tick()
         clock.advance(0.5)
@@ -257,10 +262,7 @@ def test_workers_starting_half_a_second_apart_split_four_four_without_stealing(
 def test_a_late_joiner_steals_its_share_in_one_take_after_it_announced_itself(
     store: DynamoDBLeaseStore, max_steals: int | None, takes: int
 ) -> None:
-    clock = FakeClock()
-    a = coordinator(store, "worker-a", clock)
-    b = coordinator(store, "worker-b", clock, max_steals_per_take=max_steals)
-    a.ensure_leases(shards(*(f"shard-{n}" for n in range(8))), SENTINEL_TRIM_HORIZON)
+    clock, a, b = two_workers_on_eight_shards(store, max_steals_per_take=max_steals)
     take_share(a, clock)
     assert len(a.held()) == 8
     sizes = []
