@@ -31,7 +31,7 @@ class Tally:
             if id(record) in settled:
                 continue
             outcome = results.outcome(record)
-            if outcome is not None and outcome in SETTLED:
+            if outcome in SETTLED:  # None (not reported) is not
                 settled[id(record)] = outcome
                 new[outcome] += 1
         if any(new.values()):
