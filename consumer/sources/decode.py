@@ -210,17 +210,13 @@ class KinesisDecoder:
         size: int,
     ) -> ChangeRecord:
         """An application's own JSON event: an INSERT whose new image is the object."""
-        key_fields = self.key_fields
-        try:
-            if key_fields is None:
-                keys: dict[str, Any] = {"partition_key": partition_key}
-            elif len(key_fields) == 1:
-                # The common case, without a comprehension's frame per record.
-                keys = {key_fields[0]: body[key_fields[0]]}
-            else:
-                keys = {name: body[name] for name in key_fields}
-        except KeyError as exc:
-            raise DecodeError(f"JSON event lacks the key field {exc.args[0]!r}") from None
+        if self.key_fields is None:
+            keys: dict[str, Any] = {"partition_key": partition_key}
+        else:
+            try:
+                keys = {name: body[name] for name in self.key_fields}
+            except KeyError as exc:
+                raise DecodeError(f"JSON event lacks the key field {exc.args[0]!r}") from None
         return ChangeRecord(
             source="kinesis",
             stream=self.stream_name,
